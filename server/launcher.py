@@ -1,0 +1,212 @@
+"""`vidchat serve`: start the engine, show progress, wait for /health, stop it cleanly.
+
+A thin shell around a process: all decisions about flags live in `engine.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+from typing import TextIO
+
+from vidchat.errors import ConfigError, EngineError
+from vidchat.server.config import ServeConfig
+from vidchat.server.engine import EngineCommand, build_engine_command
+
+HEALTH_POLL_S = 0.5
+PROGRESS_EVERY_S = 10.0
+LOG_TAIL_LINES = 30
+
+
+def default_log_path(cfg: ServeConfig) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidchat" / "logs"
+    return base / f"engine-{cfg.served_model_name}-{cfg.port}.log"
+
+
+def check_safe_to_serve(cfg: ServeConfig, environ: dict[str, str]) -> None:
+    """Refuse deployments that would expose an open server."""
+    if not cfg.is_loopback and not environ.get(cfg.api_key_env):
+        raise ConfigError(
+            f"refusing to bind {cfg.host} without an API key: set {cfg.api_key_env}, "
+            "or bind 127.0.0.1"
+        )
+
+
+def ensure_model(cfg: ServeConfig, out: TextIO = sys.stderr) -> None:
+    """Generate the profile's random-weight checkpoint on first use."""
+    if not cfg.generate_model:
+        return
+    path = Path(cfg.model_path)
+    if (path / "config.json").is_file():
+        return
+    from vidchat.server.tiny_model import make_tiny_model
+
+    print(f"vidchat: generating the {cfg.generate_model} checkpoint at {path} (first use)",
+          file=out, flush=True)
+    make_tiny_model(path, preset=cfg.generate_model)
+
+
+def _health_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class EngineProcess:
+    """The engine subprocess in its own process group, with its log tail kept in memory."""
+
+    def __init__(self, cmd: EngineCommand, log_path: Path) -> None:
+        self.cmd = cmd
+        self.log_path = log_path
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.cmd.env}
+        self.proc = subprocess.Popen(
+            self.cmd.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Own process group: a stop reaches the engine's worker processes too.
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with open(self.log_path, "ab") as log:
+            for raw in self.proc.stdout:
+                log.write(raw)
+                log.flush()
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    self.tail.append(line)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def last_line(self) -> str:
+        return self.tail[-1] if self.tail else ""
+
+    def stop(self, timeout: float) -> int | None:
+        """SIGTERM the group, wait up to `timeout`, then SIGKILL whatever is left."""
+        if self.proc is None:
+            return None
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        # Worker processes may outlive the leader for a moment: make sure none is left.
+        self._signal_group(signal.SIGKILL)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def wait_until_ready(
+    engine: EngineProcess, health_url: str, timeout: float, out: TextIO = sys.stderr
+) -> float:
+    """Poll /health; report progress; raise EngineError if the engine dies or takes too long."""
+    t0 = time.monotonic()
+    last_report = t0
+    tty = out.isatty()
+    while True:
+        elapsed = time.monotonic() - t0
+        if _health_ok(health_url):
+            if tty:
+                out.write("\r\033[K")
+            return elapsed
+        code = engine.poll()
+        if code is not None:
+            if tty:
+                out.write("\n")
+            raise EngineError(
+                f"the engine exited with code {code} while starting; its log is "
+                f"{engine.log_path} (last line: {engine.last_line()[:200]!r})"
+            )
+        if elapsed > timeout:
+            raise EngineError(
+                f"the engine did not answer {health_url} within {timeout:.0f} s: see "
+                f"{engine.log_path}, or raise startup_timeout_s"
+            )
+        now = time.monotonic()
+        status = f"vidchat: loading the engine ({elapsed:4.0f} s) {engine.last_line()[:90]}"
+        if tty:
+            out.write("\r\033[K" + status)
+            out.flush()
+        elif now - last_report >= PROGRESS_EVERY_S:
+            print(status, file=out, flush=True)
+            last_report = now
+        time.sleep(HEALTH_POLL_S)
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def serve(cfg: ServeConfig, *, log_path: Path | None = None, out: TextIO = sys.stderr) -> int:
+    """Run the engine until it exits or we are told to stop. Returns the process exit code."""
+    check_safe_to_serve(cfg, dict(os.environ))
+    ensure_model(cfg, out)
+    cmd = build_engine_command(cfg, os.environ)
+    engine = EngineProcess(cmd, log_path or default_log_path(cfg))
+    host = "[::1]" if cfg.host == "::1" else cfg.host
+    base = f"http://{host}:{cfg.port}"
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        engine.start()
+        print(f"vidchat: starting {cfg.served_model_name} (engine pid {engine.pid}, "
+              f"log {engine.log_path})", file=out, flush=True)
+        took = wait_until_ready(engine, base + "/health", cfg.startup_timeout_s, out)
+        print(f"vidchat: ready in {took:.0f} s at {base}/v1 model={cfg.served_model_name} "
+              f"max_frames={cfg.max_frames}", file=out, flush=True)
+        code = engine.proc.wait() if engine.proc else 1
+        raise EngineError(
+            f"the engine exited on its own with code {code}; its log is {engine.log_path} "
+            f"(last line: {engine.last_line()[:200]!r})"
+        )
+    except _Stop as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"vidchat: {name}: stopping the engine (up to {cfg.shutdown_timeout_s:.0f} s)",
+              file=out, flush=True)
+        engine.stop(cfg.shutdown_timeout_s)
+        print("vidchat: stopped", file=out, flush=True)
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if engine.poll() is None and engine.proc is not None:
+            engine.stop(cfg.shutdown_timeout_s)

@@ -1,0 +1,3 @@
+"""vidchat: ask questions about videos through a vLLM OpenAI-compatible server."""
+
+__version__ = "0.1.0"

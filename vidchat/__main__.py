@@ -1,0 +1,3 @@
+from vidchat.cli import main
+
+raise SystemExit(main())

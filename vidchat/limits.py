@@ -1,0 +1,27 @@
+"""The numbers server and client must agree on, in one place."""
+
+from __future__ import annotations
+
+# SigLIP-so400m-patch14-384: frames are 384x384, cut into 14-pixel patches: 27 x 27 = 729
+# image tokens per frame with vision_feature_select_strategy="full".
+FRAME_SIZE = 384
+PATCH_SIZE = 14
+TOKENS_PER_IMAGE = (FRAME_SIZE // PATCH_SIZE) ** 2  # 729
+
+DEFAULT_FRAMES = 8
+# Qwen1.5 context is 32768 tokens: 44 frames x 729 = 32076 leaves room for a short question
+# and answer. Profiles may lower it; nothing may raise it past what max_model_len holds.
+MAX_CONTEXT_TOKENS = 32768
+# Room kept beside the image tokens for the chat template, question and answer.
+TEXT_RESERVE_TOKENS = 640
+JPEG_QUALITY = 90
+
+
+def max_frames_for_context(max_model_len: int, text_reserve: int = TEXT_RESERVE_TOKENS) -> int:
+    """How many frames fit a context of ``max_model_len`` tokens with ``text_reserve`` to spare."""
+    return max(0, (max_model_len - text_reserve) // TOKENS_PER_IMAGE)
+
+
+def context_for_frames(max_frames: int, text_reserve: int = TEXT_RESERVE_TOKENS) -> int:
+    """The ``--max-model-len`` that holds ``max_frames`` frames plus ``text_reserve`` tokens."""
+    return max_frames * TOKENS_PER_IMAGE + text_reserve
