@@ -40,9 +40,23 @@ def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
-    from vidchat.client.cli_ask import run_ask
+    import json
 
-    return run_ask(args)
+    from vidchat.client import VideoChat
+
+    gen = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    with VideoChat(args.server, model=args.model) as chat:
+        if args.stream and not args.json:
+            for piece in chat.stream(args.video, args.question, args.frames, **gen):
+                print(piece, end="", flush=True)
+            print()
+            return 0
+        answer = chat.ask(args.video, args.question, args.frames, **gen)
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2))
+    else:
+        print(answer.text)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

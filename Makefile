@@ -1,0 +1,29 @@
+# make demo: set up, then run the main job end to end on the generated CPU checkpoint.
+# make test: set up, then lint and run the whole test suite (a real vLLM server on CPU included).
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint unit bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(VENV)/bin/vidchat demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no engine process (seconds).
+unit: setup
+	$(PY) -m pytest -m "not engine" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/sampling.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache out

@@ -1,0 +1,48 @@
+"""vidchat's client: frames from a video, sent as image parts over the OpenAI API.
+
+    from vidchat.client import VideoChat
+    chat = VideoChat("http://127.0.0.1:8000/v1")
+    print(chat.ask("clip.mp4", "What happens?").text)
+"""
+
+from vidchat.client._chat import Answer, AsyncVideoChat, ServerLimits, VideoChat
+from vidchat.client._messages import EncodedVideo, build_messages, encode_video
+from vidchat.client._sampling import Frames, sample_frames
+from vidchat.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    FrameBudgetError,
+    OverloadedError,
+    RemoteVideoError,
+    ServerUnavailableError,
+    StreamInterruptedError,
+    VideoDecodeError,
+    VideoError,
+    VideoNotFoundError,
+    VidchatError,
+)
+
+__all__ = [
+    "APIError",
+    "Answer",
+    "AsyncVideoChat",
+    "AuthenticationError",
+    "BadRequestError",
+    "EncodedVideo",
+    "FrameBudgetError",
+    "Frames",
+    "OverloadedError",
+    "RemoteVideoError",
+    "ServerLimits",
+    "ServerUnavailableError",
+    "StreamInterruptedError",
+    "VideoChat",
+    "VideoDecodeError",
+    "VideoError",
+    "VideoNotFoundError",
+    "VidchatError",
+    "build_messages",
+    "encode_video",
+    "sample_frames",
+]

@@ -1,0 +1,487 @@
+"""VideoChat and AsyncVideoChat: video in, answer out, over the OpenAI SDK.
+
+Sync and async share every decision (request body, frame budget, error mapping, frame cache);
+they differ only in how they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from vidchat.client import _constants as C
+from vidchat.client._messages import EncodedVideo, content_parts, encode_video
+from vidchat.client._sampling import Frames, sample_frames
+from vidchat.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    FrameBudgetError,
+    OverloadedError,
+    ServerUnavailableError,
+    StreamInterruptedError,
+    VidchatError,
+)
+from vidchat.limits import TOKENS_PER_IMAGE, max_frames_for_context
+
+VideoInput = str | os.PathLike[str] | Frames | EncodedVideo
+
+
+@dataclass
+class Answer:
+    """One answer, with what it cost."""
+
+    text: str
+    model: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    frames: int
+    bytes_sent: int  # image payload bytes uploaded for this request (0 when all were cached)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    model: str
+    max_model_len: int
+
+    @property
+    def max_frames(self) -> int:
+        # Profiles size max_model_len as frames x 729 + a text reserve, so this inverts it.
+        return max_frames_for_context(self.max_model_len)
+
+
+class _UploadedFrames:
+    """uuids this client has uploaded to the server recently (thread-safe LRU)."""
+
+    def __init__(self, capacity: int = C.UUID_MEMORY) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def all_known(self, uuids: Iterable[str]) -> bool:
+        with self._lock:
+            return all(u in self._seen for u in uuids)
+
+    def add(self, uuids: Iterable[str]) -> None:
+        with self._lock:
+            for u in uuids:
+                self._seen[u] = None
+                self._seen.move_to_end(u)
+            while len(self._seen) > self._capacity:
+                self._seen.popitem(last=False)
+
+    def forget(self, uuids: Iterable[str]) -> None:
+        with self._lock:
+            for u in uuids:
+                self._seen.pop(u, None)
+
+
+def map_error(exc: Exception) -> VidchatError:
+    """An OpenAI SDK / transport error -> vidchat's error tree (one sentence, data attached)."""
+    if isinstance(exc, VidchatError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.response.status_code
+        detail = _server_message(exc)
+        if status == 400 or status == 422:
+            return BadRequestError(f"the server rejected the request (HTTP {status}): {detail}",
+                                   status_code=status, body=exc.body)
+        if status in (401, 403):
+            return AuthenticationError(
+                f"the server refused the API key (HTTP {status}): set {C.API_KEY_ENV} to the "
+                "server's key", status_code=status, body=exc.body)
+        if status in (429, 503):
+            return OverloadedError(
+                f"the server stayed overloaded (HTTP {status}) through every retry: retry later, "
+                "lower the concurrency, or add replicas", status_code=status, body=exc.body)
+        return APIError(f"the server answered HTTP {status}: {detail}", status_code=status,
+                        body=exc.body)
+    if isinstance(exc, openai.APITimeoutError):
+        return ServerUnavailableError("the server did not answer in time: check it is running "
+                                      "and not overloaded, or raise timeout=")
+    if isinstance(exc, openai.APIConnectionError):
+        return ServerUnavailableError(f"cannot reach the server ({exc.__cause__ or exc}): is "
+                                      "`vidchat serve` running at that URL?")
+    if isinstance(exc, (httpx.HTTPError, ConnectionError)):
+        return StreamInterruptedError(f"the answer stream broke off ({exc.__class__.__name__}): "
+                                      "ask again; streams are not retried automatically")
+    return APIError(f"unexpected error talking to the server: {exc!r}")
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        msg = body.get("message") or (body.get("error") or {}).get("message")
+        if msg:
+            return str(msg)[:300]
+    return str(exc.message)[:300]
+
+
+def _is_cache_miss(exc: Exception) -> bool:
+    return isinstance(exc, openai.BadRequestError) and C.CACHE_MISS_MARKER in str(exc)
+
+
+class _Core:
+    """Everything both clients decide without doing I/O."""
+
+    def __init__(self, base_url: str | None, api_key: str | None, model: str | None,
+                 frame_cache: bool) -> None:
+        self.base_url = (base_url or C.default_base_url()).rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.api_key = api_key or C.default_api_key()
+        self.model = model
+        self.frame_cache = frame_cache
+        self.uploaded = _UploadedFrames()
+        self.limits: ServerLimits | None = None
+
+    def prepare(self, video: VideoInput, frames: int, sampling: dict[str, Any]) -> EncodedVideo:
+        if isinstance(video, (EncodedVideo, Frames)):
+            return encode_video(video)
+        if isinstance(video, (str, Path)) and str(video).startswith(("http://", "https://")):
+            from vidchat.client._remote import fetch_video
+
+            with fetch_video(str(video)) as path:
+                return encode_video(sample_frames(path, frames, **sampling))
+        return encode_video(sample_frames(video, frames, **sampling))
+
+    def check_budget(self, video: EncodedVideo, question: str, max_tokens: int) -> None:
+        limits = self.limits
+        if limits is None:
+            return
+        if len(video) > limits.max_frames:
+            raise FrameBudgetError(
+                f"{len(video)} frames exceed the server's limit of {limits.max_frames} per "
+                f"request (max_model_len {limits.max_model_len}): ask with frames="
+                f"{limits.max_frames} or fewer")
+        # A byte-level BPE never needs more tokens than UTF-8 bytes: a safe upper bound.
+        text_tokens = len(question.encode()) + 32
+        need = len(video) * TOKENS_PER_IMAGE + text_tokens + max_tokens
+        if need > limits.max_model_len:
+            raise FrameBudgetError(
+                f"{len(video)} frames ({len(video) * TOKENS_PER_IMAGE} tokens), the question and "
+                f"max_tokens={max_tokens} need up to {need} tokens but the server's context is "
+                f"{limits.max_model_len}: use fewer frames or a smaller max_tokens")
+
+    def body(self, video: EncodedVideo, question: str, timestamps: bool, send_data: bool,
+             gen: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        parts = content_parts(video, question, timestamps=timestamps,
+                              with_uuid=self.frame_cache, with_data=send_data)
+        kwargs = {"max_tokens": C.DEFAULT_MAX_TOKENS, "temperature": 0.0, **gen}
+        extra_body = kwargs.pop("extra_body", None) or {}
+        for key in ("ignore_eos", "top_k", "min_tokens", "repetition_penalty"):
+            if key in kwargs:
+                extra_body[key] = kwargs.pop(key)
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": parts}],
+            **kwargs,
+        }
+        if extra_body:
+            body["extra_body"] = extra_body
+        return body, (video.payload_bytes if send_data else 0)
+
+    def should_send_data(self, video: EncodedVideo) -> bool:
+        return not (self.frame_cache and self.uploaded.all_known(f.uuid for f in video.frames))
+
+    def answer(self, resp: Any, video: EncodedVideo, sent: int, timings: dict[str, float]
+               ) -> Answer:
+        choice = resp.choices[0]
+        usage = resp.usage
+        return Answer(
+            text=choice.message.content or "",
+            model=resp.model,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            frames=len(video),
+            bytes_sent=sent,
+            timings=timings,
+        )
+
+    def limits_from(self, listing: Any) -> ServerLimits:
+        models = list(listing.data)
+        if not models:
+            raise APIError("the server lists no model: is it a vLLM server started by vidchat?")
+        chosen = next((m for m in models if m.id == self.model), None) if self.model else None
+        if self.model and chosen is None:
+            names = ", ".join(m.id for m in models)
+            raise VidchatError(f"the server does not serve {self.model!r}: it has {names}")
+        chosen = chosen or models[0]
+        max_len = getattr(chosen, "max_model_len", None) or (chosen.model_extra or {}).get(
+            "max_model_len")
+        return ServerLimits(chosen.id, int(max_len) if max_len else 32768)
+
+
+class VideoChat:
+    """Ask questions about videos. Thread-safe; one instance can serve many threads.
+
+    >>> chat = VideoChat("http://127.0.0.1:8000/v1")
+    >>> chat.ask("clip.mp4", "What happens?").text
+    """
+
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None,
+                 model: str | None = None, timeout: float = C.DEFAULT_TIMEOUT_S,
+                 max_retries: int = C.DEFAULT_MAX_RETRIES, frame_cache: bool = True,
+                 default_headers: dict[str, str] | None = None) -> None:
+        self._core = _Core(base_url, api_key, model, frame_cache)
+        self.client = openai.OpenAI(
+            base_url=self._core.base_url, api_key=self._core.api_key,
+            timeout=httpx.Timeout(timeout, connect=C.CONNECT_TIMEOUT_S),
+            max_retries=max_retries, default_headers=default_headers)
+        self._limits_lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    def limits(self) -> ServerLimits:
+        """The served model and its context, read once from /v1/models."""
+        with self._limits_lock:
+            if self._core.limits is None:
+                try:
+                    listing = self.client.models.list()
+                except Exception as exc:  # noqa: BLE001 - mapped to the error tree
+                    raise map_error(exc) from exc
+                self._core.limits = self._core.limits_from(listing)
+                self._core.model = self._core.model or self._core.limits.model
+            return self._core.limits
+
+    def prepare(self, video: VideoInput, frames: int = 8, **sampling: Any) -> EncodedVideo:
+        """Sample and encode a video once, for any number of questions."""
+        return self._core.prepare(video, frames, sampling)
+
+    def ask(self, video: VideoInput, question: str, frames: int = 8, *,
+            timestamps: bool = False, sampling: dict[str, Any] | None = None,
+            **gen: Any) -> Answer:
+        """Ask one question; `gen` goes to chat.completions.create (max_tokens, temperature...)."""
+        t0 = time.perf_counter()
+        enc = self._core.prepare(video, frames, sampling or {})
+        t1 = time.perf_counter()
+        self.limits()
+        self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
+        send = self._core.should_send_data(enc)
+        resp, sent = self._create(enc, question, timestamps, send, gen)
+        t2 = time.perf_counter()
+        return self._core.answer(resp, enc, sent, {"prepare_s": t1 - t0, "request_s": t2 - t1})
+
+    def _create(self, enc: EncodedVideo, question: str, timestamps: bool, send: bool,
+                gen: dict[str, Any], stream: bool = False) -> tuple[Any, int]:
+        body, sent = self._core.body(enc, question, timestamps, send, gen)
+        uuids = [f.uuid for f in enc.frames]
+        try:
+            resp = self.client.chat.completions.create(**body, stream=stream)
+        except Exception as exc:  # noqa: BLE001 - mapped to the error tree
+            if not send and _is_cache_miss(exc):
+                # The server evicted frames we sent earlier: upload them once more.
+                self._core.uploaded.forget(uuids)
+                return self._create(enc, question, timestamps, True, gen, stream)
+            raise map_error(exc) from exc
+        if self._core.frame_cache:
+            self._core.uploaded.add(uuids)
+        return resp, sent
+
+    def stream(self, video: VideoInput, question: str, frames: int = 8, *,
+               timestamps: bool = False, sampling: dict[str, Any] | None = None,
+               **gen: Any) -> Iterator[str]:
+        """Yield the answer's text as it is generated. A broken stream raises
+        StreamInterruptedError (never retried silently: part of the answer was already seen)."""
+        enc = self._core.prepare(video, frames, sampling or {})
+        self.limits()
+        self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
+        resp, _ = self._create(enc, question, timestamps, self._core.should_send_data(enc),
+                               gen, stream=True)
+        try:
+            for chunk in resp:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except Exception as exc:  # noqa: BLE001 - mapped to the error tree
+            raise (exc if isinstance(exc, VidchatError) else StreamInterruptedError(
+                f"the answer stream broke off ({exc.__class__.__name__}): ask again")) from exc
+        finally:
+            resp.close()
+
+    def ask_many(self, video: VideoInput, questions: Sequence[str], frames: int = 8, *,
+                 concurrency: int = C.DEFAULT_CONCURRENCY, timestamps: bool = False,
+                 **gen: Any) -> list[Answer]:
+        """Several questions about one video: sample and encode once, warm the server's
+        prefix and frame caches with the first question, then ask the rest concurrently."""
+        if not questions:
+            return []
+        enc = self.prepare(video, frames)
+        first = self.ask(enc, questions[0], timestamps=timestamps, **gen)
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) - 1))) as ex:
+            rest = list(ex.map(lambda q: self.ask(enc, q, timestamps=timestamps, **gen),
+                               questions[1:]))
+        return [first, *rest]
+
+    def batch(self, items: Iterable[tuple[VideoInput, str]], *,
+              concurrency: int = C.DEFAULT_CONCURRENCY, frames: int = 8, progress: bool = True,
+              **gen: Any) -> list[Answer | VidchatError]:
+        """Many (video, question) pairs at once. Results keep the input order; a failed item
+        holds its VidchatError instead of an Answer, so nothing is lost."""
+        from tqdm import tqdm
+
+        items = list(items)
+        results: list[Answer | VidchatError] = [VidchatError("not run")] * len(items)
+
+        def run(i: int) -> None:
+            video, question = items[i]
+            try:
+                results[i] = self.ask(video, question, frames, **gen)
+            except VidchatError as exc:
+                results[i] = exc
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as ex, tqdm(
+            total=len(items), disable=not progress, unit="q", desc="vidchat") as bar:
+            for _ in as_completed([ex.submit(run, i) for i in range(len(items))]):
+                bar.update()
+        return results
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> VideoChat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncVideoChat:
+    """The asyncio twin of VideoChat: sampling and encoding run in worker threads."""
+
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None,
+                 model: str | None = None, timeout: float = C.DEFAULT_TIMEOUT_S,
+                 max_retries: int = C.DEFAULT_MAX_RETRIES, frame_cache: bool = True,
+                 default_headers: dict[str, str] | None = None) -> None:
+        self._core = _Core(base_url, api_key, model, frame_cache)
+        self.client = openai.AsyncOpenAI(
+            base_url=self._core.base_url, api_key=self._core.api_key,
+            timeout=httpx.Timeout(timeout, connect=C.CONNECT_TIMEOUT_S),
+            max_retries=max_retries, default_headers=default_headers)
+        self._limits_lock = asyncio.Lock()
+
+    async def limits(self) -> ServerLimits:
+        async with self._limits_lock:
+            if self._core.limits is None:
+                try:
+                    listing = await self.client.models.list()
+                except Exception as exc:  # noqa: BLE001
+                    raise map_error(exc) from exc
+                self._core.limits = self._core.limits_from(listing)
+                self._core.model = self._core.model or self._core.limits.model
+            return self._core.limits
+
+    async def prepare(self, video: VideoInput, frames: int = 8, **sampling: Any
+                      ) -> EncodedVideo:
+        return await asyncio.to_thread(self._core.prepare, video, frames, sampling)
+
+    async def _create(self, enc: EncodedVideo, question: str, timestamps: bool, send: bool,
+                      gen: dict[str, Any], stream: bool = False) -> tuple[Any, int]:
+        body, sent = self._core.body(enc, question, timestamps, send, gen)
+        uuids = [f.uuid for f in enc.frames]
+        try:
+            resp = await self.client.chat.completions.create(**body, stream=stream)
+        except Exception as exc:  # noqa: BLE001
+            if not send and _is_cache_miss(exc):
+                self._core.uploaded.forget(uuids)
+                return await self._create(enc, question, timestamps, True, gen, stream)
+            raise map_error(exc) from exc
+        if self._core.frame_cache:
+            self._core.uploaded.add(uuids)
+        return resp, sent
+
+    async def ask(self, video: VideoInput, question: str, frames: int = 8, *,
+                  timestamps: bool = False, sampling: dict[str, Any] | None = None,
+                  **gen: Any) -> Answer:
+        t0 = time.perf_counter()
+        enc = await asyncio.to_thread(self._core.prepare, video, frames, sampling or {})
+        t1 = time.perf_counter()
+        await self.limits()
+        self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
+        resp, sent = await self._create(enc, question, timestamps,
+                                        self._core.should_send_data(enc), gen)
+        t2 = time.perf_counter()
+        return self._core.answer(resp, enc, sent, {"prepare_s": t1 - t0, "request_s": t2 - t1})
+
+    async def stream(self, video: VideoInput, question: str, frames: int = 8, *,
+                     timestamps: bool = False, sampling: dict[str, Any] | None = None,
+                     **gen: Any) -> AsyncIterator[str]:
+        enc = await asyncio.to_thread(self._core.prepare, video, frames, sampling or {})
+        await self.limits()
+        self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
+        resp, _ = await self._create(enc, question, timestamps,
+                                     self._core.should_send_data(enc), gen, stream=True)
+        try:
+            async for chunk in resp:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except Exception as exc:  # noqa: BLE001
+            raise (exc if isinstance(exc, VidchatError) else StreamInterruptedError(
+                f"the answer stream broke off ({exc.__class__.__name__}): ask again")) from exc
+        finally:
+            await resp.close()
+
+    async def ask_many(self, video: VideoInput, questions: Sequence[str], frames: int = 8, *,
+                       concurrency: int = C.DEFAULT_CONCURRENCY, timestamps: bool = False,
+                       **gen: Any) -> list[Answer]:
+        if not questions:
+            return []
+        enc = await self.prepare(video, frames)
+        first = await self.ask(enc, questions[0], timestamps=timestamps, **gen)
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(q: str) -> Answer:
+            async with gate:
+                return await self.ask(enc, q, timestamps=timestamps, **gen)
+
+        return [first, *await asyncio.gather(*(one(q) for q in questions[1:]))]
+
+    async def batch(self, items: Iterable[tuple[VideoInput, str]], *,
+                    concurrency: int = C.DEFAULT_CONCURRENCY, frames: int = 8,
+                    progress: bool = True, **gen: Any) -> list[Answer | VidchatError]:
+        from tqdm import tqdm
+
+        items = list(items)
+        gate = asyncio.Semaphore(max(1, concurrency))
+        bar = tqdm(total=len(items), disable=not progress, unit="q", desc="vidchat")
+
+        async def one(video: VideoInput, question: str) -> Answer | VidchatError:
+            async with gate:
+                try:
+                    return await self.ask(video, question, frames, **gen)
+                except VidchatError as exc:
+                    return exc
+                finally:
+                    bar.update()
+
+        try:
+            return list(await asyncio.gather(*(one(v, q) for v, q in items)))
+        finally:
+            bar.close()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def __aenter__(self) -> AsyncVideoChat:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

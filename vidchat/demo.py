@@ -1,0 +1,114 @@
+"""`vidchat demo` / `make demo`: the main job end to end on the generated CPU checkpoint.
+
+Starts `vidchat serve` on the cpu-tiny profile, makes a short H.264 clip, samples 8 frames,
+sends them as 8 image parts plus the question through the OpenAI SDK, prints the answer, token
+usage and timings, then stops the server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from vidchat.errors import EngineError, VidchatError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_demo_clip(path: Path, seconds: float = 6, size: str = "1280x720", rate: int = 30,
+                   gop: int = 60) -> Path:
+    """A short H.264 clip with motion (ffmpeg's test pattern), made locally."""
+    cmd = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi",
+           "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", str(gop), str(path)]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    except FileNotFoundError:
+        raise VidchatError("ffmpeg is not installed: run `make setup` (it installs it)") from None
+    except subprocess.CalledProcessError as exc:
+        raise VidchatError(f"ffmpeg failed to make the demo clip: {exc.stderr.decode()[-200:]}"
+                           ) from None
+    return path
+
+
+def start_server(config: str, port: int) -> subprocess.Popen[bytes]:
+    """`vidchat serve` as a child process; its progress goes to our stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidchat", "serve", "--config", config, "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_for_health(proc: subprocess.Popen[bytes], url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EngineError(f"`vidchat serve` exited with code {proc.returncode} before it "
+                              "was ready: see its messages above")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (loopback)
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise EngineError(f"the server did not become ready within {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(config: str, port: int = 0, frames: int = 8,
+             question: str = "What is happening in this video?") -> int:
+    from vidchat.client import VideoChat, sample_frames
+
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    print(f"demo: starting `vidchat serve --config {config} --port {port}`", flush=True)
+    server = start_server(config, port)
+    try:
+        wait_for_health(server, base + "/health", timeout=900)
+        with tempfile.TemporaryDirectory(prefix="vidchat-demo-") as tmp:
+            clip = make_demo_clip(Path(tmp) / "demo.mp4")
+            t0 = time.perf_counter()
+            sampled = sample_frames(clip, frames)
+            t_sample = time.perf_counter() - t0
+            print(f"demo: sampled {len(sampled)} frames at "
+                  f"{', '.join(f'{t:.2f}' for t in sampled.timestamps)} s from a 1280x720 "
+                  f"H.264 clip in {t_sample * 1000:.0f} ms", flush=True)
+            with VideoChat(base + "/v1", api_key=os.environ.get("VIDCHAT_API_KEY")) as chat:
+                answer = chat.ask(sampled, question, max_tokens=48, temperature=0.0)
+        print()
+        print(f"Q: {question}")
+        print(f"A: {answer.text!r}")
+        print("   (random weights: the generated checkpoint answers gibberish by design; the "
+              "real checkpoints on a GPU answer in English)")
+        print(f"usage: prompt_tokens={answer.prompt_tokens} "
+              f"({answer.frames} frames x 729 image tokens + "
+              f"{answer.prompt_tokens - answer.frames * 729} text tokens), "
+              f"completion_tokens={answer.completion_tokens}")
+        print(f"timings: sample {t_sample:.2f} s, encode "
+              f"{answer.timings['prepare_s']:.2f} s, request {answer.timings['request_s']:.2f} s; "
+              f"{answer.bytes_sent / 1024:.0f} KiB of frames sent")
+        return 0
+    finally:
+        print("demo: stopping the server", flush=True)
+        stop_server(server)
