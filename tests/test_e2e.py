@@ -1,0 +1,70 @@
+"""The real path: `vidchat serve` subprocess -> vLLM on CPU -> generated checkpoint, with
+frames sampled from a real H.264 file and sent through the OpenAI SDK."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from vidchat.client import VideoChat, build_messages, sample_frames
+from vidchat.limits import TOKENS_PER_IMAGE
+
+pytestmark = pytest.mark.engine
+
+QUESTION = "What is happening in this video?"
+
+
+def text_tokens(model_dir: Path, n_images: int, question: str) -> int:
+    """Tokens of the rendered prompt other than the image placeholders, counted with the
+    checkpoint's own tokenizer and chat template."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    messages = [{"role": "user", "content": [*([{"type": "image"}] * n_images),
+                                             {"type": "text", "text": question}]}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    image_id = tok.convert_tokens_to_ids("<image>")
+    assert ids.count(image_id) == n_images
+    return len(ids) - n_images
+
+
+def test_eight_frames_cost_eight_times_729_tokens_plus_the_text(server, h264_clip):
+    frames = sample_frames(h264_clip, 8)
+    assert len(frames) == 8
+    messages = build_messages(frames, QUESTION)
+    assert sum(p["type"] == "image_url" for p in messages[0]["content"]) == 8
+
+    sdk = openai.OpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0)
+    resp = sdk.chat.completions.create(model=server.model, messages=messages, max_tokens=8,
+                                       temperature=0)
+    expected = 8 * TOKENS_PER_IMAGE + text_tokens(server.model_dir, 8, QUESTION)
+    assert resp.usage.prompt_tokens == expected
+    assert resp.usage.completion_tokens >= 1
+    assert resp.choices[0].message.content is not None
+
+
+def test_too_many_frames_is_a_400_and_the_server_still_answers(server, h264_clip):
+    frames = sample_frames(h264_clip, 24)
+    assert len(frames) > 16  # the cpu-tiny profile's limit
+    sdk = openai.OpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(model=server.model, messages=build_messages(frames, "Hi?"),
+                                    max_tokens=4)
+    assert info.value.status_code == 400
+    ok = sdk.chat.completions.create(
+        model=server.model, messages=build_messages(sample_frames(h264_clip, 2), "Hi?"),
+        max_tokens=4)
+    assert ok.usage.prompt_tokens > 2 * TOKENS_PER_IMAGE
+    assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_videochat_ask_end_to_end(server, h264_clip):
+    with VideoChat(server.base_url) as chat:
+        answer = chat.ask(h264_clip, QUESTION, frames=4, max_tokens=6)
+    assert answer.frames == 4 and answer.model == server.model
+    assert answer.prompt_tokens == 4 * TOKENS_PER_IMAGE + text_tokens(server.model_dir, 4,
+                                                                      QUESTION)
+    assert 1 <= answer.completion_tokens <= 6
