@@ -72,6 +72,22 @@ class ServeConfig(BaseModel):
     shutdown_timeout_s: float = Field(
         default=30, gt=0, description="On SIGTERM, how long in-flight requests may finish."
     )
+    max_restarts: int = Field(
+        default=3, ge=0, description="Restarts after the engine dies on its own, then give up."
+    )
+    restart_backoff_s: float = Field(
+        default=2.0, ge=0, description="Wait before the first restart; doubles each time."
+    )
+    max_queued_requests: int | None = Field(
+        default=None, ge=1,
+        description="In-flight bound (running + waiting); beyond it the server answers 503 "
+        "instead of queueing without end (--max-num-queued-reqs).",
+    )
+    media_fetch: bool = Field(
+        default=False,
+        description="Let requests make the server fetch http(s) media URLs. Off: only inline "
+        "data: URLs (what vidchat's client sends) are accepted.",
+    )
     extra_args: list[str] = Field(
         default_factory=list, description="More engine flags, passed through verbatim."
     )

@@ -17,6 +17,9 @@ from vidchat.server.config import ServeConfig
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
 # vLLM reads the key from this variable, so it never appears in argv (visible to `ps`).
 ENGINE_API_KEY_VAR = "VLLM_API_KEY"
+# A reserved TLD (RFC 2606) never resolves: allowing only it turns off server-side fetching of
+# http(s) media URLs (SSRF), while data: URLs keep working.
+NO_MEDIA_DOMAIN = "media-fetching-disabled.invalid"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,13 @@ def build_engine_command(
     # first), so prefix caching is what makes follow-up questions cheap.
     argv.append("--enable-prefix-caching" if cfg.enable_prefix_caching
                 else "--no-enable-prefix-caching")
+    # Secure defaults: the request cannot swap the chat template or the multimodal processor
+    # settings, nor read server files (no --allowed-local-media-path).
+    argv += ["--no-trust-request-chat-template", "--no-trust-request-mm-kwargs"]
+    if not cfg.media_fetch:
+        argv += ["--allowed-media-domains", NO_MEDIA_DOMAIN]
+    if cfg.max_queued_requests is not None:
+        argv += ["--max-num-queued-reqs", str(cfg.max_queued_requests)]
     if cfg.max_num_batched_tokens is not None:
         argv += ["--max-num-batched-tokens", str(cfg.max_num_batched_tokens)]
     if cfg.enforce_eager:
@@ -79,6 +89,8 @@ def build_engine_command(
             env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.kv_cache_space_gib)
         if cfg.cpu_threads_bind is not None:
             env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_threads_bind
+    if not cfg.media_fetch:
+        env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"
     env.update(cfg.env)
     key = environ.get(cfg.api_key_env)
     if key:

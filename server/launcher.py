@@ -62,6 +62,15 @@ def _health_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the launcher dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class EngineProcess:
     """The engine subprocess in its own process group, with its log tail kept in memory."""
 
@@ -74,6 +83,7 @@ class EngineProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.tail.clear()
         env = {**os.environ, **self.cmd.env}
         self.proc = subprocess.Popen(
             self.cmd.argv,
@@ -83,6 +93,8 @@ class EngineProcess:
             stderr=subprocess.STDOUT,
             # Own process group: a stop reaches the engine's worker processes too.
             start_new_session=True,
+            # If the launcher itself is killed, the engine goes with it: no orphans.
+            preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
@@ -104,6 +116,10 @@ class EngineProcess:
 
     def poll(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+    def wait(self) -> int:
+        assert self.proc is not None
+        return self.proc.wait()
 
     def last_line(self) -> str:
         return self.tail[-1] if self.tail else ""
@@ -173,8 +189,19 @@ class _Stop(Exception):
         self.signum = signum
 
 
+def restart_delay(restart: int, base: float, cap: float = 60.0) -> float:
+    """Exponential backoff: base, 2 base, 4 base ... capped."""
+    return min(cap, base * (2**restart))
+
+
 def serve(cfg: ServeConfig, *, log_path: Path | None = None, out: TextIO = sys.stderr) -> int:
-    """Run the engine until it exits or we are told to stop. Returns the process exit code."""
+    """Run and supervise the engine until told to stop. Returns the process exit code.
+
+    If the engine dies on its own after it was ready once (one failing request can take the
+    whole vLLM server down), it is restarted with backoff up to `max_restarts` times; /health
+    gates readiness again each time. A failure on the very first start is not retried: it is
+    almost always a configuration problem that a restart would only repeat.
+    """
     check_safe_to_serve(cfg, dict(os.environ))
     ensure_model(cfg, out)
     cmd = build_engine_command(cfg, os.environ)
@@ -185,25 +212,44 @@ def serve(cfg: ServeConfig, *, log_path: Path | None = None, out: TextIO = sys.s
     def on_signal(signum: int, _frame: object) -> None:
         raise _Stop(signum)
 
+    def say(message: str) -> None:
+        print(f"vidchat: {message}", file=out, flush=True)
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    restarts = 0
     try:
-        engine.start()
-        print(f"vidchat: starting {cfg.served_model_name} (engine pid {engine.pid}, "
-              f"log {engine.log_path})", file=out, flush=True)
-        took = wait_until_ready(engine, base + "/health", cfg.startup_timeout_s, out)
-        print(f"vidchat: ready in {took:.0f} s at {base}/v1 model={cfg.served_model_name} "
-              f"max_frames={cfg.max_frames}", file=out, flush=True)
-        code = engine.proc.wait() if engine.proc else 1
-        raise EngineError(
-            f"the engine exited on its own with code {code}; its log is {engine.log_path} "
-            f"(last line: {engine.last_line()[:200]!r})"
-        )
+        while True:
+            engine.start()
+            say(f"starting {cfg.served_model_name} (engine pid {engine.pid}, "
+                f"log {engine.log_path})")
+            try:
+                took = wait_until_ready(engine, base + "/health", cfg.startup_timeout_s, out)
+            except EngineError:
+                if restarts == 0:
+                    raise
+                code = engine.poll()
+            else:
+                say(f"ready in {took:.0f} s at {base}/v1 model={cfg.served_model_name} "
+                    f"max_frames={cfg.max_frames}")
+                code = engine.wait()
+            last = engine.last_line()[:160]
+            engine.stop(timeout=5)  # reap whatever the dead engine left in its group
+            if restarts >= cfg.max_restarts:
+                raise EngineError(
+                    f"the engine exited with code {code} and was restarted {restarts} times "
+                    f"(max_restarts); giving up. Log: {engine.log_path} (last line: {last!r})"
+                )
+            delay = restart_delay(restarts, cfg.restart_backoff_s)
+            restarts += 1
+            say(f"the engine exited on its own with code {code} ({last!r}); restart "
+                f"{restarts} of {cfg.max_restarts} in {delay:.0f} s")
+            time.sleep(delay)
     except _Stop as stop:
         name = signal.Signals(stop.signum).name
-        print(f"vidchat: {name}: stopping the engine (up to {cfg.shutdown_timeout_s:.0f} s)",
-              file=out, flush=True)
-        engine.stop(cfg.shutdown_timeout_s)
-        print("vidchat: stopped", file=out, flush=True)
+        say(f"{name}: draining in-flight requests and stopping the engine (up to "
+            f"{cfg.shutdown_timeout_s:.0f} s)")
+        engine.stop(cfg.shutdown_timeout_s + 5)
+        say("stopped")
         return 0
     finally:
         for s, handler in previous.items():

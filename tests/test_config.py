@@ -128,3 +128,29 @@ def test_a_public_bind_needs_an_api_key():
         check_safe_to_serve(cfg, {})
     check_safe_to_serve(cfg, {"VIDCHAT_API_KEY": "k"})  # allowed with a key
     check_safe_to_serve(load_config(CONFIGS / "cpu-tiny.yaml"), {})  # loopback: fine
+
+
+def test_secure_defaults_are_on_the_command_line():
+    cmd = build_engine_command(load_config(CONFIGS / "cpu-tiny.yaml"), {})
+    assert "--no-trust-request-chat-template" in cmd.argv
+    assert "--no-trust-request-mm-kwargs" in cmd.argv
+    assert "--allowed-local-media-path" not in cmd.argv
+    # Server-side fetching of media URLs: only an unresolvable reserved domain is allowed.
+    assert flag(cmd.argv, "--allowed-media-domains").endswith(".invalid")
+    assert cmd.env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] == "0"
+    opened = build_engine_command(load_config(CONFIGS / "cpu-tiny.yaml", ["media_fetch=true"]),
+                                  {})
+    assert "--allowed-media-domains" not in opened.argv
+
+
+def test_queue_bound_maps_to_max_num_queued_reqs():
+    cmd = build_engine_command(load_config(CONFIGS / "cpu-tiny.yaml",
+                                           ["max_queued_requests=5"]), {})
+    assert flag(cmd.argv, "--max-num-queued-reqs") == "5"
+
+
+def test_restart_backoff_doubles_and_is_capped():
+    from vidchat.server.launcher import restart_delay
+
+    assert [restart_delay(i, 2.0) for i in range(4)] == [2.0, 4.0, 8.0, 16.0]
+    assert restart_delay(10, 2.0) == 60.0
