@@ -22,6 +22,7 @@ import openai
 
 from vidchat.client import _constants as C
 from vidchat.client._messages import EncodedVideo, content_parts, encode_video
+from vidchat.client._remote import FetchLimits, fetch_video
 from vidchat.client._sampling import Frames, sample_frames
 from vidchat.errors import (
     APIError,
@@ -141,7 +142,8 @@ class _Core:
     """Everything both clients decide without doing I/O."""
 
     def __init__(self, base_url: str | None, api_key: str | None, model: str | None,
-                 frame_cache: bool) -> None:
+                 frame_cache: bool, fetch_limits: FetchLimits | None = None) -> None:
+        self.fetch_limits = fetch_limits
         self.base_url = (base_url or C.default_base_url()).rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
@@ -155,9 +157,7 @@ class _Core:
         if isinstance(video, (EncodedVideo, Frames)):
             return encode_video(video)
         if isinstance(video, (str, Path)) and str(video).startswith(("http://", "https://")):
-            from vidchat.client._remote import fetch_video
-
-            with fetch_video(str(video)) as path:
+            with fetch_video(str(video), self.fetch_limits) as path:
                 return encode_video(sample_frames(path, frames, **sampling))
         return encode_video(sample_frames(video, frames, **sampling))
 
@@ -239,8 +239,9 @@ class VideoChat:
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None,
                  model: str | None = None, timeout: float = C.DEFAULT_TIMEOUT_S,
                  max_retries: int = C.DEFAULT_MAX_RETRIES, frame_cache: bool = True,
-                 default_headers: dict[str, str] | None = None) -> None:
-        self._core = _Core(base_url, api_key, model, frame_cache)
+                 default_headers: dict[str, str] | None = None,
+                 fetch_limits: FetchLimits | None = None) -> None:
+        self._core = _Core(base_url, api_key, model, frame_cache, fetch_limits)
         self.client = openai.OpenAI(
             base_url=self._core.base_url, api_key=self._core.api_key,
             timeout=httpx.Timeout(timeout, connect=C.CONNECT_TIMEOUT_S),
@@ -370,8 +371,9 @@ class AsyncVideoChat:
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None,
                  model: str | None = None, timeout: float = C.DEFAULT_TIMEOUT_S,
                  max_retries: int = C.DEFAULT_MAX_RETRIES, frame_cache: bool = True,
-                 default_headers: dict[str, str] | None = None) -> None:
-        self._core = _Core(base_url, api_key, model, frame_cache)
+                 default_headers: dict[str, str] | None = None,
+                 fetch_limits: FetchLimits | None = None) -> None:
+        self._core = _Core(base_url, api_key, model, frame_cache, fetch_limits)
         self.client = openai.AsyncOpenAI(
             base_url=self._core.base_url, api_key=self._core.api_key,
             timeout=httpx.Timeout(timeout, connect=C.CONNECT_TIMEOUT_S),
