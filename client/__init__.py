@@ -17,10 +17,10 @@ from vidchat.errors import (
     RemoteVideoError,
     ServerUnavailableError,
     StreamInterruptedError,
+    VidchatError,
     VideoDecodeError,
     VideoError,
     VideoNotFoundError,
-    VidchatError,
 )
 
 __all__ = [

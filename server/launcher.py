@@ -125,10 +125,16 @@ class EngineProcess:
         return self.tail[-1] if self.tail else ""
 
     def stop(self, timeout: float) -> int | None:
-        """SIGTERM the group, wait up to `timeout`, then SIGKILL whatever is left."""
+        """SIGTERM the API server, wait up to `timeout`, then SIGKILL whatever is left.
+
+        Only the API server gets SIGTERM: it drains in-flight requests (--shutdown-timeout)
+        and then stops its engine core. Signalling the whole group would kill the engine core
+        at once and fail every request in flight.
+        """
         if self.proc is None:
             return None
-        self._signal_group(signal.SIGTERM)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

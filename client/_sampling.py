@@ -1,0 +1,751 @@
+"""Frames from a video, sized and oriented the way the model wants them.
+
+    source ──► _resolve_source ──► decode(DecodeRequest) ──────────────────────► Frames
+                                   ├─ index: real per-frame timestamps, keyframes
+                                   ├─ plan_samples: which frames (pure)
+                                   ├─ plan_reads: seek to a keyframe or keep decoding (pure)
+                                   └─ decode, resize to size x size, apply the display rotation
+
+Frames are chosen uniformly in *time*: the window [start, end] is cut into equal segments and
+each segment contributes the frame on screen at its centre. The frame index comes from the
+stream's own timestamps, so variable frame rate, missing frame counts (WebM/MKV) and MP4 edit
+lists are handled; a clip with fewer frames than asked gives each of its frames once.
+
+Two backends: PyAV (the default: it plans its own seeks, skips frames nothing refers to, and
+resizes straight from YUV) and decord (``backend="decord"``; it resizes in its filter graph,
+and files whose index it gets wrong, such as MP4 edit lists, go to PyAV).
+
+`decode` is top-level and takes one picklable request, so `_decode_worker` can run it in a
+child process that a decoder hang or crash cannot take down with the caller.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import importlib.util
+import math
+import numbers
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vidchat.errors import (
+    RemoteVideoError,
+    VideoDecodeError,
+    VideoError,
+    VideoNotFoundError,
+)
+from vidchat.limits import DEFAULT_FRAMES, FRAME_SIZE
+
+__all__ = [
+    "BACKENDS",
+    "DecodeRequest",
+    "DecodeResult",
+    "Frames",
+    "ReadPlan",
+    "SamplePlan",
+    "SamplingArgumentError",
+    "decode",
+    "frame_at",
+    "plan_reads",
+    "plan_samples",
+    "sample_frames",
+    "sample_times",
+]
+
+BACKENDS = ("decord", "pyav")
+# backend=None takes the first that is installed. PyAV comes first: on 1080p H.264 (2 cores,
+# bench/sampling.py) this module's PyAV path, which plans its seeks and skips frames nothing
+# refers to, is ~1.5x faster than decord and adds ~35 MB against decord's ~45-60 MB; and
+# decord mis-indexes MP4 edit lists.
+AUTO_BACKENDS = ("pyav", "decord")
+# Decoding cost of one seek, in frames: demuxer seek, decoder flush and the refill of its
+# frame-thread pipeline. Measured on 1080p H.264 with PyAV on 2 cores: a seek plus the first
+# frame costs about what decoding 3 more frames in a row does; 8 keeps a margin, and the choice
+# only matters when the next keyframe is within a few frames of the decoder's position.
+SEEK_COST_FRAMES = 8
+MAX_SIZE = 4096
+# Threads per PyAV decoder (0: ffmpeg's choice, cores + 1). Each frame thread holds its own
+# 1080p frames: measured on 2 cores, 1 thread adds ~34 MB, auto ~51 MB.
+DECODER_THREADS = 1
+# Timestamps closer than this are the same instant (decord's float32 seconds are off by up
+# to ~3e-5 s at 10 minutes; frames are at least ~4 ms apart even at 240 fps).
+TIME_EPS_S = 1e-4
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class SamplingArgumentError(VideoError, ValueError):
+    """An argument of `sample_frames` is out of range (frame count, window, size, backend)."""
+
+
+@dataclass(eq=False)
+class Frames:
+    """Frames sampled from one video, in time order."""
+
+    images: list[Image.Image]
+    """RGB PIL images, ``size`` x ``size``, display rotation applied."""
+    timestamps: list[float]
+    """Presentation time of each frame in seconds, from the first frame of the video."""
+    indices: list[int]
+    """Index of each frame among all the frames of the video, in display order."""
+    source: str
+    backend: str
+    """The decoder that produced the frames: "decord" or "pyav"."""
+    duration: float
+    """Length of the whole video in seconds."""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan: pure functions
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Which frames to take: indices in display order and their real timestamps."""
+
+    indices: tuple[int, ...]
+    timestamps: tuple[float, ...]
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def _check_plan_arguments(
+    num_frames: object, fps: object, start: object, end: object, *, source: str | None = None
+) -> None:
+    if isinstance(num_frames, bool) or not isinstance(num_frames, numbers.Integral):
+        raise SamplingArgumentError(
+            f"num_frames must be an integer, got {num_frames!r}; pass e.g. num_frames=8.",
+            source=source,
+        )
+    if num_frames < 1:
+        raise SamplingArgumentError(
+            f"num_frames must be at least 1, got {num_frames}; ask for one frame or more.",
+            source=source,
+        )
+    if fps is not None and (not _is_real(fps) or fps <= 0):
+        raise SamplingArgumentError(
+            f"fps must be a positive number of frames per second, got {fps!r}; "
+            "pass e.g. fps=1, or fps=None to spread num_frames over the window.",
+            source=source,
+        )
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (not _is_real(value) or value < 0):
+            raise SamplingArgumentError(
+                f"{name} must be a time in seconds >= 0, got {value!r}; "
+                f"pass a number of seconds or None.",
+                source=source,
+            )
+    if end is not None and end <= (start or 0):
+        raise SamplingArgumentError(
+            f"end ({end}s) must come after start ({start or 0}s); swap them or widen the window.",
+            source=source,
+        )
+
+
+def sample_times(
+    duration: float,
+    num_frames: int = DEFAULT_FRAMES,
+    *,
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> list[float]:
+    """The target times (s): the centres of equal segments of the window [start, end].
+
+    ``end`` past the end of the video is clamped to it. With ``fps``, the window gets
+    ``round(span * fps)`` segments (at least 1), capped at ``num_frames``.
+    """
+    _check_plan_arguments(num_frames, fps, start, end)
+    lo = 0.0 if start is None else float(start)
+    hi = duration if end is None else min(float(end), duration)
+    if lo >= duration:
+        raise SamplingArgumentError(
+            f"start={lo:g}s is at or past the end of the {duration:.3f}s video; "
+            f"choose a start below {duration:.3f}s."
+        )
+    span = hi - lo
+    n = int(num_frames)
+    if fps is not None:
+        n = max(1, min(n, round(span * float(fps))))
+    return [lo + (i + 0.5) * span / n for i in range(n)]
+
+
+def frame_at(times: Sequence[float], t: float) -> int:
+    """Index of the frame on screen at time ``t``: the last frame that starts at or before it.
+
+    A frame starting within `TIME_EPS_S` after ``t`` counts as started: timestamps carry
+    rounding (decord reports float32 seconds), and a target on a frame boundary must pick the
+    same frame whichever backend indexed the file.
+    """
+    return min(max(bisect.bisect_right(times, t + TIME_EPS_S) - 1, 0), len(times) - 1)
+
+
+def plan_samples(
+    times: Sequence[float],
+    duration: float,
+    num_frames: int = DEFAULT_FRAMES,
+    *,
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> SamplePlan:
+    """Which frames to take, given every frame's start time (sorted, first one 0.0).
+
+    Each target time maps to the frame on screen then; duplicates are dropped. When the window
+    holds no more frames than targets, every frame in it is taken once.
+    """
+    if not times:
+        raise VideoDecodeError("The video has no frames; pass a file that contains video.")
+    targets = sample_times(duration, num_frames, fps=fps, start=start, end=end)
+    first = frame_at(times, 0.0 if start is None else float(start))
+    hi = duration if end is None else min(float(end), duration)
+    last = max(first, bisect.bisect_left(times, hi) - 1)  # the last frame starting before `hi`
+    if last - first + 1 <= len(targets):
+        indices = list(range(first, last + 1))
+    else:
+        indices = list(dict.fromkeys(frame_at(times, t) for t in targets))
+    return SamplePlan(tuple(indices), tuple(float(times[i]) for i in indices))
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How to reach the wanted frames: before each one, seek to its keyframe or keep decoding."""
+
+    seeks: tuple[bool, ...]
+    cost: int
+    """Estimated frames decoded, a seek counted as ``seek_cost`` frames."""
+    sequential_cost: int
+    """Frames one pass from the first frame to the last wanted one decodes."""
+
+
+def plan_reads(
+    wanted: Sequence[int], keyframes: Sequence[int], *, seek_cost: int = SEEK_COST_FRAMES
+) -> ReadPlan:
+    """Seek or keep decoding, for each of the sorted, distinct ``wanted`` frame indices.
+
+    Reaching frame ``w`` by seeking costs the frames from its keyframe to ``w`` plus
+    ``seek_cost``; keeping on from the last decoded frame ``p`` costs ``w - p``. Choosing the
+    cheaper one frame by frame gives sparse seeks on short GOPs and one sequential pass when
+    keyframes are further apart than the wanted frames.
+    """
+    keys = sorted(set(keyframes))
+    if not keys or keys[0] > 0:
+        keys.insert(0, 0)  # frames before the first keyframe decode from the start
+    seeks: list[bool] = []
+    cost = 0
+    pos: int | None = None
+    for w in wanted:
+        key = keys[bisect.bisect_right(keys, w) - 1]
+        via_seek = w - key + 1 + seek_cost
+        if pos is None or via_seek < w - pos:
+            seeks.append(True)
+            cost += via_seek
+        else:
+            seeks.append(False)
+            cost += max(w - pos, 0)
+        pos = w
+    sequential = (max(wanted) + 1) if wanted else 0
+    return ReadPlan(tuple(seeks), cost, sequential)
+
+
+def _duration(times: Sequence[float], single_frame_duration: float | None) -> float:
+    """Video length: the last frame's start plus how long it stays on screen.
+
+    The last frame is taken to last as long as the one before it (what muxers assume); both
+    backends use this rule, so they plan the same frames.
+    """
+    if len(times) > 1:
+        return float(times[-1]) + float(times[-1] - times[-2])
+    if single_frame_duration and single_frame_duration > 0:
+        return float(times[-1]) + float(single_frame_duration)
+    return float(times[-1]) + 1.0 / 25
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding: one picklable request in, arrays out (runs in the worker process or in-process)
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    path: str
+    num_frames: int = DEFAULT_FRAMES
+    fps: float | None = None
+    start: float | None = None
+    end: float | None = None
+    size: int = FRAME_SIZE
+    backend: str | None = None
+    """"decord", "pyav", or None for the first of `AUTO_BACKENDS` that is installed."""
+
+
+@dataclass
+class DecodeResult:
+    arrays: list[np.ndarray]
+    timestamps: list[float]
+    indices: list[int]
+    duration: float
+    backend: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def decode(request: DecodeRequest) -> DecodeResult:
+    """Index the video, plan the frames, decode them at ``size`` x ``size``."""
+    try:
+        return _decode(request)
+    except VideoError as e:
+        if e.source is None:
+            e.source = request.path
+        raise
+
+
+def _decode(request: DecodeRequest) -> DecodeResult:
+    backend = request.backend or _auto_backend(request.path)
+    if backend == "decord":
+        try:
+            import decord
+        except ImportError as e:
+            raise SamplingArgumentError(
+                f"backend='decord' was asked for but decord does not import ({e}); "
+                "install it (pip install decord) or use backend='pyav'.",
+                source=request.path,
+            ) from e
+        try:
+            result = _decode_decord(request, decord)
+        except VideoDecodeError as decord_error:
+            # PyAV's diagnosis is more precise than decord's C++ message.
+            try:
+                _decode_pyav(DecodeRequest(request.path, 1, size=16, backend="pyav"))
+            except VideoDecodeError as diagnosis:
+                raise diagnosis from decord_error
+            except ImportError:
+                pass
+            raise
+        if result is not None:
+            return result
+    return _decode_pyav(request)
+
+
+def _auto_backend(path: str) -> str:
+    for name in AUTO_BACKENDS:
+        if importlib.util.find_spec("av" if name == "pyav" else name) is not None:
+            return name
+    raise SamplingArgumentError(
+        "No video decoder is installed; pip install av (or decord).", source=path
+    )
+
+
+def _decode_decord(request: DecodeRequest, decord: Any) -> DecodeResult | None:
+    """Decode with decord, or None when decord's index of this file cannot be trusted."""
+    path = request.path
+    try:
+        # decord scales in its filter graph while decoding (no full-size RGB copies) and
+        # applies the display matrix itself (0.6.0: identical to `ffmpeg -i`, 90/180/270).
+        reader = decord.VideoReader(
+            path, ctx=decord.cpu(0), width=request.size, height=request.size, num_threads=0
+        )
+        n = len(reader)
+        if n == 0:
+            return None
+        spans = np.asarray(reader.get_frame_timestamp(np.arange(n)), dtype=np.float64)
+    except Exception as e:  # decord raises DECORDError or RuntimeError with C++ text
+        raise _decord_error(e, path) from e
+    starts = spans[:, 0]
+    # decord counts frames an MP4 edit list drops (negative times) and then returns frame
+    # i + dropped for index i (measured); it also never reorders its index. PyAV gets both right.
+    if starts[0] < 0 or (n > 1 and not np.all(np.diff(starts) > 0)):
+        return None
+    times = (starts - starts[0]).tolist()
+    duration = _duration(times, float(spans[-1, 1] - spans[-1, 0]))
+    plan = plan_samples(
+        times, duration, request.num_frames, fps=request.fps, start=request.start, end=request.end
+    )
+    try:
+        batch = reader.get_batch(list(plan.indices)).asnumpy()
+    except Exception as e:
+        raise _decord_error(e, path) from e
+    arrays = [np.ascontiguousarray(batch[i]) for i in range(len(plan.indices))]
+    return DecodeResult(
+        arrays, list(plan.timestamps), list(plan.indices), duration, "decord", {"frames": n}
+    )
+
+
+def _decord_error(e: BaseException, path: str) -> VideoDecodeError:
+    text = str(e)
+    if "cannot find video stream" in text:
+        return VideoDecodeError(
+            f"{path} has no video stream (audio only?); pass a file that contains video.",
+            source=path,
+        )
+    # "[23:17:37] /github/workspace/src/video/x.cc:61: Check failed: ..." -> "Check failed: ..."
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()] or [type(e).__name__]
+    reason = re.sub(r"^\[[\d:]+\]\s*\S+:\d+:\s*", "", lines[0])[:160]
+    return VideoDecodeError(
+        f"decord could not read {path} ({reason}); use backend='pyav', or re-encode the file.",
+        source=path,
+    )
+
+
+@dataclass(frozen=True)
+class _Index:
+    pts: list[int]  # every shown frame, display order
+    times: list[float]
+    keyframes: list[int]  # display index where each GOP starts
+    seek_ts: dict[int, int]  # GOP start -> timestamp to seek to (its keyframe's pts)
+    duration: float
+
+
+def _pyav_index(container: Any, stream: Any, path: str) -> _Index:
+    """Every frame's timestamp and every keyframe, from one pass over the packets (no decode)."""
+    import av
+
+    packets: list[tuple[int, bool, bool, int]] = []  # pts, keyframe, discarded, duration
+    untimed = 0
+    try:
+        for pkt in container.demux(stream):
+            if pkt.size == 0:
+                continue
+            ts = pkt.pts if pkt.pts is not None else pkt.dts
+            if ts is None:
+                untimed += 1
+                continue
+            packets.append((ts, bool(pkt.is_keyframe), bool(pkt.is_discard), pkt.duration or 0))
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(
+            f"{path} is damaged ({_av_reason(e)}); re-download or re-encode it.", source=path
+        ) from e
+    if not packets:
+        what = (
+            "has video packets without timestamps (a raw stream?)" if untimed else "has no frames"
+        )
+        raise VideoDecodeError(
+            f"{path} {what}; remux it into MP4 (ffmpeg -i IN -c copy OUT.mp4) and try again.",
+            source=path,
+        )
+    listed = stream.frames or 0
+    if listed and len(packets) + untimed < listed:
+        raise VideoDecodeError(
+            f"{path} is truncated: its index lists {listed} frames but the file holds "
+            f"{len(packets) + untimed}; copy or download it again.",
+            source=path,
+        )
+    shown = sorted({p[0] for p in packets if not p[2]})
+    if not shown:
+        raise VideoDecodeError(f"{path} shows no frames; re-encode it.", source=path)
+    rank = {ts: i for i, ts in enumerate(shown)}
+
+    # GOPs in decode order: a keyframe and the packets up to the next one. A GOP starts, in
+    # display order, at its earliest shown frame; reaching it means seeking to its keyframe.
+    # Seek by the keyframe's pts: the mp4 demuxer, asked for its dts, can land a GOP early.
+    seek_ts: dict[int, int] = {}
+    gop_key = packets[0][0]
+    gop_first: int | None = None
+    for ts, key, discard, _ in packets:
+        if key:
+            if gop_first is not None:
+                seek_ts.setdefault(gop_first, gop_key)
+            gop_key, gop_first = ts, None
+        if not discard:
+            gop_first = rank[ts] if gop_first is None else min(gop_first, rank[ts])
+    if gop_first is not None:
+        seek_ts.setdefault(gop_first, gop_key)
+
+    tb = stream.time_base  # a Fraction: exact times, rounded once
+    times = [float((ts - shown[0]) * tb) for ts in shown]
+    last_dur = float(next((p[3] for p in reversed(packets) if p[0] == shown[-1]), 0) * tb)
+    if not last_dur and stream.average_rate:
+        last_dur = 1.0 / float(stream.average_rate)
+    return _Index(shown, times, sorted(seek_ts), seek_ts, _duration(times, last_dur))
+
+
+def _av_reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def _decode_pyav(request: DecodeRequest) -> DecodeResult:
+    import av
+
+    path = request.path
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(
+            f"{path} is not a video ffmpeg can read ({_av_reason(e)}); "
+            "check that it is a complete video file.",
+            source=path,
+        ) from e
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(
+                f"{path} has no video stream (audio only?); pass a file that contains video.",
+                source=path,
+            )
+        stream = container.streams.video[0]
+        index = _pyav_index(container, stream, path)
+        plan = plan_samples(
+            index.times,
+            index.duration,
+            request.num_frames,
+            fps=request.fps,
+            start=request.start,
+            end=request.end,
+        )
+        try:
+            got, stats = _pyav_read(container, stream, index, list(plan.indices), request.size)
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(
+                f"decoding {path} failed ({_av_reason(e)}); the file may be damaged: "
+                "re-encode it with ffmpeg.",
+                source=path,
+            ) from e
+    indices = sorted(got)
+    stats["frames"] = len(index.pts)
+    return DecodeResult(
+        [got[i] for i in indices],
+        [index.times[i] for i in indices],
+        indices,
+        index.duration,
+        "pyav",
+        stats,
+    )
+
+
+def _pyav_read(
+    container: Any, stream: Any, index: _Index, wanted: list[int], size: int
+) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
+    """Decode the wanted frames, seeking or reading on as `plan_reads` decides."""
+    wanted = sorted(set(wanted))
+    reads = plan_reads(wanted, index.keyframes)
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = DECODER_THREADS
+    wanted_pts = {index.pts[i] for i in wanted}
+    rank = {ts: i for i, ts in enumerate(index.pts)}
+    out: dict[int, np.ndarray] = {}
+    counter = [0]
+    seeks = 0
+    frames: Iterator[Any] | None = None
+
+    def seek_to(gop_start: int) -> Iterator[Any]:
+        nonlocal seeks
+        seeks += 1
+        container.seek(index.seek_ts[gop_start], stream=stream, backward=True, any_frame=False)
+        return _frames_from_here(container, stream, wanted_pts, counter)
+
+    for w, seek in zip(wanted, reads.seeks, strict=True):
+        if w in out:
+            continue
+        target = index.pts[w]
+        if seek or frames is None:
+            frames = seek_to(index.keyframes[bisect.bisect_right(index.keyframes, w) - 1])
+            found, first = _first_at_or_after(frames, target)
+            if found is not None and found.pts > target and first:
+                # The seek landed past the target (a demuxer's keyframe lookup missed):
+                # read again from the very first keyframe, which cannot miss.
+                frames = seek_to(index.keyframes[0])
+                found, _ = _first_at_or_after(frames, target)
+        else:
+            found, _ = _first_at_or_after(frames, target)
+        if found is None:
+            raise VideoDecodeError(
+                f"could not decode the frame at {index.times[w]:.3f}s of the video; the file "
+                "may be damaged: re-encode it with ffmpeg.",
+            )
+        # A frame the decoder dropped is replaced by the next one shown, under its own index.
+        out.setdefault(rank.get(found.pts, w), _to_rgb_array(found, size))
+    stats = {
+        "seeks": seeks,
+        "packets_decoded": counter[0],
+        "plan_cost": reads.cost,
+        "sequential_cost": reads.sequential_cost,
+    }
+    return out, stats
+
+
+def _first_at_or_after(frames: Iterator[Any], target: int) -> tuple[Any | None, bool]:
+    """The first frame shown at or after ``target``, and whether it was the first one read."""
+    first = True
+    for frame in frames:
+        if frame.pts is not None and frame.pts >= target:
+            return frame, first
+        first = False
+    return None, first
+
+
+def _frames_from_here(
+    container: Any, stream: Any, wanted_pts: set[int], counter: list[int]
+) -> Iterator[Any]:
+    codec = stream.codec_context
+    for packet in container.demux(stream):
+        if packet.size:
+            counter[0] += 1
+            # A frame nothing refers to and nobody asked for need not be decoded at all:
+            # with x264's defaults that skips about 40% of the frames of a pass.
+            codec.skip_frame = "DEFAULT" if packet.pts in wanted_pts else "NONREF"
+        yield from codec.decode(packet)  # the last, empty packet flushes the decoder
+
+
+def _quarter_turns(frame: Any) -> int:
+    """Counter-clockwise quarter turns the frame's display matrix asks for."""
+    degrees = getattr(frame, "rotation", None)
+    if degrees is None:  # PyAV before VideoFrame.rotation: read the display matrix
+        degrees = 0.0
+        for side in getattr(frame, "side_data", ()):
+            if "DISPLAYMATRIX" in str(getattr(side, "type", "")):
+                m = np.frombuffer(bytes(side), dtype=np.int32, count=9).astype(np.float64)
+                s0, s1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+                if s0 and s1:
+                    degrees = -math.degrees(math.atan2(m[1] / s1, m[0] / s0))
+    return round(float(degrees) / 90) % 4
+
+
+def _to_rgb_array(frame: Any, size: int) -> np.ndarray:
+    # Resize straight from YUV to size x size (what the SigLIP processor does: a plain bicubic
+    # resize to a square), then rotate: with a square target both orders give the same picture.
+    small = frame.reformat(width=size, height=size, format="rgb24", interpolation="BICUBIC")
+    arr = small.to_ndarray()
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources and the public entry point
+
+
+def _fetch_remote(url: str) -> contextlib.AbstractContextManager[str]:
+    """HOOK: http(s) videos. The remote-fetch module replaces this with a context manager that
+    downloads ``url`` within the safety limits and yields a local path (deleted afterwards)."""
+    raise RemoteVideoError(
+        f"{url} is an http(s) URL, which sample_frames cannot fetch yet; download the video "
+        "and pass the local path.",
+        source=url,
+    )
+
+
+@contextlib.contextmanager
+def _resolve_source(source: object) -> Iterator[str]:
+    """A readable local file for ``source`` (str or os.PathLike), or a typed error."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        raise SamplingArgumentError(
+            f"source must be a file path (str or pathlib.Path), got {type(source).__name__}; "
+            "pass the path of a video file."
+        )
+    m = _SCHEME.match(source)
+    if m and len(m.group(1)) > 1:  # "C://..." is a Windows drive, not a scheme
+        scheme = m.group(1).lower()
+        if scheme in ("http", "https"):
+            with _fetch_remote(source) as local:
+                yield local
+            return
+        if scheme != "file":
+            raise RemoteVideoError(
+                f"{scheme}:// sources are not supported; pass a local video file path.",
+                source=source,
+            )
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        source = url2pathname(urlparse(source).path)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise VideoNotFoundError(
+            f"No video at {path}; check the path (relative paths start at {os.getcwd()}).",
+            source=str(source),
+        )
+    if path.is_dir():
+        raise VideoNotFoundError(
+            f"{path} is a directory, not a video file; pass the path of a video inside it.",
+            source=str(source),
+        )
+    if not path.is_file():
+        raise VideoNotFoundError(
+            f"{path} is not a regular file; pass the path of a video file.", source=str(source)
+        )
+    if not os.access(path, os.R_OK):
+        raise VideoError(f"{path} cannot be read (permission denied); fix its permissions.",
+                         source=str(source))  # fmt: skip
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(
+            f"{path} is empty (0 bytes); the copy or download probably failed: get it again.",
+            source=str(source),
+        )
+    yield str(path)
+
+
+def _check_backend(backend: object) -> None:
+    if backend is not None and backend not in BACKENDS:
+        raise SamplingArgumentError(
+            f"Unknown backend {backend!r}; use one of {', '.join(map(repr, BACKENDS))}, "
+            "or None for the default (PyAV)."
+        )
+    if backend == "decord" and importlib.util.find_spec("decord") is None:
+        raise SamplingArgumentError(
+            "backend='decord' was asked for but decord is not installed; "
+            "pip install decord, or use backend='pyav'."
+        )
+
+
+def sample_frames(
+    source: str | os.PathLike[str],
+    num_frames: int = DEFAULT_FRAMES,
+    *,
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    size: int = FRAME_SIZE,
+    backend: str | None = None,
+    isolate: bool = True,
+    timeout: float | None = None,
+) -> Frames:
+    """Sample ``num_frames`` frames from a local video, uniformly in time.
+
+    Args:
+        source: path of the video (str or Path).
+        num_frames: how many frames at most; fewer if the window holds fewer frames.
+        fps: sample at this rate instead, still at most ``num_frames`` frames.
+        start, end: the window in seconds (default: the whole video; ``end`` is clamped).
+        size: frames are resized to ``size`` x ``size`` (SigLIP's 384).
+        backend: "pyav", "decord", or None (PyAV; decord if PyAV is missing).
+        isolate: decode in a worker process (default), so a decoder hang or crash raises
+            VideoDecodeError instead of taking the caller down; False decodes in-process.
+        timeout: seconds the worker may take (default ``_decode_worker.DECODE_TIMEOUT_S``).
+
+    Raises:
+        VideoNotFoundError, VideoDecodeError, RemoteVideoError, SamplingArgumentError:
+        all VidchatError subclasses.
+    """
+    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else repr(source)
+    _check_plan_arguments(num_frames, fps, start, end, source=label)
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, numbers.Integral)
+        or not (1 <= size <= MAX_SIZE)
+    ):
+        raise SamplingArgumentError(
+            f"size must be an integer from 1 to {MAX_SIZE}, got {size!r}; the model wants "
+            f"{FRAME_SIZE}.",
+            source=label,
+        )
+    _check_backend(backend)
+    with _resolve_source(source) as path:
+        request = DecodeRequest(path, int(num_frames), fps, start, end, int(size), backend)
+        if isolate:
+            from vidchat.client._decode_worker import run_isolated
+
+            result = run_isolated(request, timeout=timeout)
+        else:
+            result = decode(request)
+    images = [Image.fromarray(a) for a in result.arrays]
+    return Frames(images, result.timestamps, result.indices, label, result.backend, result.duration)

@@ -1,0 +1,227 @@
+"""Tiny test clips made with the ffmpeg CLI, cached by name in a directory.
+
+Most clips are 320x240 and carry two things a test can read back after decoding, resizing
+and rotating:
+
+- the frame number N as the grey level of the whole picture (``10 + 5 * N``), read by
+  :func:`frame_number` from the centre, which no rotation moves;
+- a red square in the top-left corner of the stored picture, so a test can tell where the
+  top-left corner went after the display rotation was applied (:func:`marker_corner`).
+
+``make_clip(name, directory)`` builds one clip (once: later calls return the cached file).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+WIDTH, HEIGHT = 320, 240
+FPS = 24
+MARKER = 60  # side of the red square, pixels
+GREY_BASE, GREY_STEP = 10, 5  # frame N is grey 10 + 5N: N in 0..48 fits in a byte
+MAX_NUMBERED_FRAMES = 49
+
+# The variable-frame-rate clip: 24 frames at 24 fps, then 24 frames at 8 fps (4 s in all).
+VFR_FRAMES = 48
+
+
+def vfr_time(n: int) -> float:
+    """Presentation time (s) of frame ``n`` of the ``vfr`` clip."""
+    return n / 24 if n < 24 else 1.0 + (n - 24) / 8
+
+
+def _numbered_source(frames: int, fps: int = FPS) -> list[str]:
+    if frames > MAX_NUMBERED_FRAMES:
+        raise ValueError(f"numbered clips hold at most {MAX_NUMBERED_FRAMES} frames")
+    in_marker = f"lt(X,{MARKER})*lt(Y,{MARKER})"
+    grey = f"{GREY_BASE}+{GREY_STEP}*N"
+    geq = (
+        f"geq=r='if({in_marker},255,{grey})'"
+        f":g='if({in_marker},0,{grey})':b='if({in_marker},0,{grey})'"
+    )
+    return [
+        "-f", "lavfi",
+        "-i", f"color=c=black:s={WIDTH}x{HEIGHT}:r={fps},format=rgb24,{geq}",
+        "-frames:v", str(frames),
+    ]  # fmt: skip
+
+
+_H264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
+
+
+def _ffmpeg(*args: str) -> None:
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
+
+
+def _numbered(frames: int, fps: int = FPS, extra: tuple[str, ...] = ()) -> Callable:
+    def build(out: Path, directory: Path) -> None:
+        _ffmpeg(*_numbered_source(frames, fps), *_H264, *extra, str(out))
+
+    return build
+
+
+@functools.lru_cache(maxsize=1)
+def _ffmpeg_has_display_rotation() -> bool:
+    done = subprocess.run(["ffmpeg", "-hide_banner", "-h", "full"], capture_output=True, text=True)
+    return "-display_rotation" in done.stdout
+
+
+def _rotated(degrees: int) -> Callable:
+    def build(out: Path, directory: Path) -> None:
+        # rotN: a display matrix that turns the picture N degrees counter-clockwise (ffmpeg's
+        # -display_rotation, 6.0+). ffmpeg 5.1 lacks that option; its mp4 muxer writes the same
+        # matrix for the tag rotate=N (checked against the tkhd matrix and `ffmpeg -i`).
+        src = make_clip("cfr", directory)
+        if _ffmpeg_has_display_rotation():
+            _ffmpeg("-display_rotation", str(degrees), "-i", str(src), "-c", "copy", str(out))
+        else:
+            _ffmpeg("-i", str(src), "-c", "copy", "-metadata:s:v", f"rotate={degrees}", str(out))
+
+    return build
+
+
+def _vfr(out: Path, directory: Path) -> None:
+    pts = "if(lt(N,24),N/24,1+(N-24)/8)/TB"
+    _ffmpeg(
+        *_numbered_source(VFR_FRAMES), "-vf", f"setpts='{pts}'", "-fps_mode", "passthrough",
+        "-video_track_timescale", "9600", *_H264, str(out),
+    )  # fmt: skip
+
+
+def _edit_list(out: Path, directory: Path) -> None:
+    # Stream copy from 0.5 s: the file keeps the whole first GOP, and an edit list tells
+    # players to drop the first 12 frames (numbers 0..11); the first frame shown is number 12.
+    src = make_clip("cfr", directory)
+    _ffmpeg("-ss", "0.5", "-i", str(src), "-c", "copy", str(out))
+
+
+def _webm(out: Path, directory: Path) -> None:
+    # VP8 in WebM: Matroska stores no frame count.
+    _ffmpeg(*_numbered_source(48), "-c:v", "libvpx", "-deadline", "realtime", "-b:v", "1M",
+            "-g", "12", str(out))  # fmt: skip
+
+
+def _audio_only(out: Path, directory: Path) -> None:
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", "-f", "mp4",
+            str(out))  # fmt: skip
+
+
+def _truncated(faststart: bool) -> Callable:
+    def build(out: Path, directory: Path) -> None:
+        # Without faststart the index (moov) is at the end, so half a file has no index at
+        # all; with it, the index promises frames whose bytes are gone.
+        src = directory / ("_faststart_src.mp4" if faststart else "_plain_src.mp4")
+        flags = ("-movflags", "+faststart") if faststart else ()
+        _ffmpeg(*_numbered_source(48), *_H264, *flags, str(src))
+        data = src.read_bytes()
+        out.write_bytes(data[: len(data) // 2])
+        src.unlink()
+
+    return build
+
+
+def _empty(out: Path, directory: Path) -> None:
+    out.write_bytes(b"")
+
+
+def _text(out: Path, directory: Path) -> None:
+    out.write_text("this is not a video\n" * 50)
+
+
+CLIPS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
+    "cfr": (".mp4", _numbered(48)),
+    "vfr": (".mp4", _vfr),
+    "rot90": (".mp4", _rotated(90)),
+    "rot180": (".mp4", _rotated(180)),
+    "rot270": (".mp4", _rotated(270)),
+    "one_frame": (".mp4", _numbered(1)),
+    "three_frames": (".mp4", _numbered(3, fps=2)),
+    "edit_list": (".mp4", _edit_list),
+    "mkv": (".mkv", _numbered(48)),
+    "webm": (".webm", _webm),
+    "long_gop": (".mp4", _numbered(48, extra=("-g", "48", "-keyint_min", "48"))),
+    "audio_only": (".mp4", _audio_only),
+    "truncated": (".mp4", _truncated(faststart=False)),
+    "truncated_faststart": (".mp4", _truncated(faststart=True)),
+    "empty": (".mp4", _empty),
+    "text": (".mp4", _text),
+}
+
+
+def have_ffmpeg() -> bool:
+    return shutil.which("ffmpeg") is not None
+
+
+def _build_atomic(out: Path, build: Callable[[Path, Path], None], directory: Path) -> Path:
+    if out.exists():
+        return out
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
+    try:
+        build(tmp, directory)
+        os.replace(tmp, out)  # a half-written clip never lands under the cached name
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def make_clip(name: str, directory: str | os.PathLike[str]) -> Path:
+    """The path of clip ``name`` in ``directory``, made with ffmpeg the first time."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix, build = CLIPS[name]
+    return _build_atomic(directory / f"{name}{suffix}", build, directory)
+
+
+def make_hd_clip(
+    directory: str | os.PathLike[str],
+    *,
+    seconds: float = 20,
+    fps: int = 30,
+    gop: int = 60,
+    size: str = "1920x1080",
+) -> Path:
+    """A moving test pattern (H.264, yuv420p) with a keyframe every ``gop`` frames."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"hd_{size}_{seconds:g}s_{fps}fps_g{gop}.mp4"
+
+    def build(tmp: Path, _: Path) -> None:
+        _ffmpeg(
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+            *_H264, "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", str(tmp),
+        )  # fmt: skip
+
+    return _build_atomic(out, build, directory)
+
+
+def frame_number(image: Image.Image) -> int:
+    """The frame number a numbered clip painted into ``image`` (read from its centre)."""
+    arr = np.asarray(image.convert("L"), dtype=np.float64)
+    h, w = arr.shape
+    centre = arr[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]
+    return int(round((float(centre.mean()) - GREY_BASE) / GREY_STEP))
+
+
+def marker_corner(image: Image.Image) -> str:
+    """Which corner the red marker sits in: "top-left", "top-right", ... of ``image``."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.int32)
+    redness = arr[..., 0] - (arr[..., 1] + arr[..., 2]) // 2
+    h, w = redness.shape
+    quads = {
+        "top-left": redness[: h // 2, : w // 2],
+        "top-right": redness[: h // 2, w // 2 :],
+        "bottom-left": redness[h // 2 :, : w // 2],
+        "bottom-right": redness[h // 2 :, w // 2 :],
+    }
+    return max(quads, key=lambda k: float(quads[k].mean()))
