@@ -240,12 +240,13 @@ class VideoChat:
                  model: str | None = None, timeout: float = C.DEFAULT_TIMEOUT_S,
                  max_retries: int = C.DEFAULT_MAX_RETRIES, frame_cache: bool = True,
                  default_headers: dict[str, str] | None = None,
-                 fetch_limits: FetchLimits | None = None) -> None:
+                 fetch_limits: FetchLimits | None = None,
+                 http_client: httpx.Client | None = None) -> None:
         self._core = _Core(base_url, api_key, model, frame_cache, fetch_limits)
         self.client = openai.OpenAI(
             base_url=self._core.base_url, api_key=self._core.api_key,
             timeout=httpx.Timeout(timeout, connect=C.CONNECT_TIMEOUT_S),
-            max_retries=max_retries, default_headers=default_headers)
+            max_retries=max_retries, default_headers=default_headers, http_client=http_client)
         self._limits_lock = threading.Lock()
 
     @property
@@ -372,12 +373,13 @@ class AsyncVideoChat:
                  model: str | None = None, timeout: float = C.DEFAULT_TIMEOUT_S,
                  max_retries: int = C.DEFAULT_MAX_RETRIES, frame_cache: bool = True,
                  default_headers: dict[str, str] | None = None,
-                 fetch_limits: FetchLimits | None = None) -> None:
+                 fetch_limits: FetchLimits | None = None,
+                 http_client: httpx.AsyncClient | None = None) -> None:
         self._core = _Core(base_url, api_key, model, frame_cache, fetch_limits)
         self.client = openai.AsyncOpenAI(
             base_url=self._core.base_url, api_key=self._core.api_key,
             timeout=httpx.Timeout(timeout, connect=C.CONNECT_TIMEOUT_S),
-            max_retries=max_retries, default_headers=default_headers)
+            max_retries=max_retries, default_headers=default_headers, http_client=http_client)
         self._limits_lock = asyncio.Lock()
 
     async def limits(self) -> ServerLimits:

@@ -27,10 +27,10 @@ def free_port() -> int:
 
 
 def make_demo_clip(path: Path, seconds: float = 6, size: str = "1280x720", rate: int = 30,
-                   gop: int = 60) -> Path:
-    """A short H.264 clip with motion (ffmpeg's test pattern), made locally."""
+                   gop: int = 60, source: str = "testsrc2") -> Path:
+    """A short H.264 clip of one of ffmpeg's moving test patterns, made locally."""
     cmd = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi",
-           "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+           "-i", f"{source}=size={size}:rate={rate}:duration={seconds}",
            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", str(gop), str(path)]
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)

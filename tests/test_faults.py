@@ -1,0 +1,226 @@
+"""Faults against a real vLLM server on CPU: bad requests, overload, engine death, SIGTERM
+drain, concurrent isolation, and a soak of the client."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from conftest import RunningServer, start_vidchat_serve, stop_vidchat_serve
+
+from vidchat.client import (
+    BadRequestError,
+    StreamInterruptedError,
+    VideoChat,
+    build_messages,
+    sample_frames,
+)
+from vidchat.demo import make_demo_clip
+
+pytestmark = pytest.mark.engine
+
+QUEUE_BOUND = 6
+SOURCES = ["testsrc2", "smptebars", "rgbtestsrc", "yuvtestsrc"]
+
+
+@pytest.fixture(scope="module")
+def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server of its own: these tests overload it and kill its engine."""
+    srv = start_vidchat_serve(tmp_path_factory.mktemp("faults"),
+                              "--set", f"max_queued_requests={QUEUE_BOUND}",
+                              "--set", "restart_backoff_s=1")
+    yield srv
+    stop_vidchat_serve(srv)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    d = tmp_path_factory.mktemp("fault-clips")
+    return [make_demo_clip(d / f"{s}.mp4", seconds=2, size="320x240", rate=12, gop=12,
+                           source=s) for s in SOURCES]
+
+
+def post(server: RunningServer, body: dict, timeout: float = 60) -> httpx.Response:
+    # A fresh connection each time: vLLM closes a connection after an internal error.
+    return httpx.post(server.base_url + "/chat/completions", json=body, timeout=timeout)
+
+
+def chat_body(server: RunningServer, content: list | str, max_tokens: int = 4, **kw) -> dict:
+    return {"model": server.model, "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens, "temperature": 0, **kw}
+
+
+def test_malformed_requests_are_400_and_the_next_one_succeeds(fault_server, h264_clip):
+    good = build_messages(sample_frames(h264_clip, 2), "What is shown?")[0]["content"]
+    bad_requests = {
+        "malformed base64": [{"type": "image_url",
+                              "image_url": {"url": "data:image/jpeg;base64,@@not-base64@@"}},
+                             {"type": "text", "text": "hi"}],
+        "wrong part type": [{"type": "video_frobnicate", "x": 1},
+                            {"type": "text", "text": "hi"}],
+        "too many frames": good[:1] * 17 + good[-1:],
+        "server-side URL fetch": [{"type": "image_url",
+                                   "image_url": {"url": "http://198.51.100.7/x.jpg"}},
+                                  {"type": "text", "text": "hi"}],
+    }
+    for name, content in bad_requests.items():
+        resp = post(fault_server, chat_body(fault_server, content))
+        assert resp.status_code == 400, (name, resp.status_code, resp.text[:200])
+        ok = post(fault_server, chat_body(fault_server, good))
+        assert ok.status_code == 200, (name, ok.text[:200])
+        assert ok.json()["usage"]["prompt_tokens"] > 2 * 729
+
+
+def test_the_client_maps_a_400_to_bad_request_and_never_retries_it(fault_server, h264_clip):
+    calls: list[int] = []
+    http = httpx.Client(event_hooks={"response": [lambda r: calls.append(r.status_code)]})
+    with VideoChat(fault_server.base_url, http_client=http, frame_cache=False) as chat:
+        frames = sample_frames(h264_clip, 2)
+        with pytest.raises(BadRequestError):
+            chat.ask(frames, "hi", max_tokens=4, extra_body={"top_k": -5})
+    assert calls.count(400) == 1
+
+
+def test_overload_beyond_the_queue_bound_is_503_and_the_client_retries(fault_server,
+                                                                       h264_clip):
+    # Fill every slot with long text-only requests, then knock.
+    filler = chat_body(fault_server, "Count.", max_tokens=10000, ignore_eos=True)
+    with ThreadPoolExecutor(QUEUE_BOUND + 2) as ex:
+        long_ones = [ex.submit(post, fault_server, filler, 180) for _ in range(QUEUE_BOUND)]
+        deadline = time.monotonic() + 60
+        codes = []
+        while 503 not in codes and time.monotonic() < deadline:
+            codes.append(post(fault_server, chat_body(fault_server, "One more?")).status_code)
+        assert codes[-1] == 503, codes
+        assert not all(f.done() for f in long_ones)  # refused while the slots were full
+
+        # The client meets the same 503s and retries with backoff until slots free up.
+        seen: list[int] = []
+        def hook(resp: httpx.Response) -> None:
+            if resp.request.url.path.endswith("/chat/completions"):
+                seen.append(resp.status_code)
+
+        http = httpx.Client(event_hooks={"response": [hook]}, timeout=180)
+        with VideoChat(fault_server.base_url, http_client=http, max_retries=8) as chat:
+            answer = chat.ask(h264_clip, "Describe.", frames=1, max_tokens=5)
+        assert answer.completion_tokens >= 1
+        assert seen[0] == 503 and seen[-1] == 200, seen
+        assert all(f.result().status_code == 200 for f in long_ones)
+
+
+def test_concurrent_videos_never_mix_under_prefix_caching(fault_server, clips):
+    question = "Describe the video."
+    with VideoChat(fault_server.base_url) as chat:
+        videos = [chat.prepare(c, 4) for c in clips]
+        alone = [chat.ask(v, question, max_tokens=24).text for v in videos]
+        assert len(set(alone)) > 1, "the videos must get different answers for this to test"
+        with ThreadPoolExecutor(len(videos)) as ex:
+            together = list(ex.map(lambda v: chat.ask(v, question, max_tokens=24).text,
+                                   videos * 2))
+    assert together == alone * 2
+
+
+def test_client_soak_does_not_grow_memory_or_open_files(fault_server, clips):
+    me = psutil.Process()
+    with VideoChat(fault_server.base_url) as chat:
+
+        def round_trip(i: int) -> None:
+            video = sample_frames(clips[i % len(clips)], 2)  # decode + encode every time
+            chat.ask(video, f"Question {i}?", max_tokens=1)
+
+        for i in range(40):  # warm up: pools, caches, imports
+            round_trip(i)
+        gc.collect()
+        rss0, fds0 = me.memory_info().rss, me.num_fds()
+        for i in range(260):
+            round_trip(i)
+        gc.collect()
+        rss1, fds1 = me.memory_info().rss, me.num_fds()
+    assert fds1 - fds0 <= 4, (fds0, fds1)
+    assert rss1 - rss0 < 40 * 2**20, f"RSS grew {(rss1 - rss0) / 2**20:.1f} MiB"
+
+
+def _engine_pid(server: RunningServer) -> int:
+    kids = psutil.Process(server.proc.pid).children()
+    assert kids, "the launcher has no engine child"
+    return kids[0].pid
+
+
+def _wait_healthy(server: RunningServer, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert server.proc.poll() is None, "the launcher gave up instead of restarting"
+        time.sleep(0.5)
+    pytest.fail("the engine did not come back")
+
+
+def test_engine_killed_mid_stream_is_a_typed_error_then_restarted(fault_server, h264_clip):
+    before = _engine_pid(fault_server)
+    with VideoChat(fault_server.base_url) as chat:
+        stream = chat.stream(h264_clip, "Tell me everything.", frames=2, max_tokens=5000,
+                             ignore_eos=True)
+        pieces = [next(stream)]
+        os.kill(before, signal.SIGKILL)
+        with pytest.raises(StreamInterruptedError):
+            for piece in stream:  # must raise, not end quietly as if the answer were complete
+                pieces.append(piece)
+    _wait_healthy(fault_server)
+    assert _engine_pid(fault_server) != before
+    with VideoChat(fault_server.base_url) as chat:
+        assert chat.ask(h264_clip, "And now?", frames=2, max_tokens=3).completion_tokens >= 1
+    out = (fault_server.log.parent / f"serve-{fault_server.port}.out").read_text()
+    assert "restart 1 of" in out
+
+
+def test_sigterm_drains_in_flight_refuses_new_and_leaves_no_process(tmp_path):
+    srv = start_vidchat_serve(tmp_path)
+    tree = [srv.proc.pid] + [p.pid for p in psutil.Process(srv.proc.pid).children(True)]
+    result: dict[str, object] = {}
+
+    def long_request() -> None:
+        resp = post(srv, chat_body(srv, "Count.", max_tokens=4000, ignore_eos=True), 120)
+        result["status"] = resp.status_code
+        result["tokens"] = resp.json().get("usage", {}).get("completion_tokens")
+
+    worker = threading.Thread(target=long_request)
+    worker.start()
+    _wait_for_running_request(srv)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    try:
+        refused = post(srv, chat_body(srv, "New?"), 10).status_code
+    except httpx.HTTPError:
+        refused = "connection refused"
+    assert refused != 200, "a new request was accepted during the drain"
+    worker.join(timeout=120)
+    assert result == {"status": 200, "tokens": 4000}
+    assert srv.proc.wait(timeout=60) == 0
+    time.sleep(1)
+    alive = [pid for pid in tree if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes left behind: {alive}"
+
+
+def _wait_for_running_request(server: RunningServer, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = httpx.get(server.url + "/metrics", timeout=5).text
+        for line in metrics.splitlines():
+            if line.startswith("vllm:num_requests_running") and float(line.split()[-1]) >= 1:
+                return
+        time.sleep(0.05)
+    pytest.fail("the long request never started running")
