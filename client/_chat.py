@@ -103,6 +103,10 @@ def map_error(exc: Exception) -> VidchatError:
         if status == 400 or status == 422:
             return BadRequestError(f"the server rejected the request (HTTP {status}): {detail}",
                                    status_code=status, body=exc.body)
+        if status == 413:
+            return BadRequestError(
+                "the request is larger than the server accepts (HTTP 413): send fewer frames",
+                status_code=status, body=exc.body)
         if status in (401, 403):
             return AuthenticationError(
                 f"the server refused the API key (HTTP {status}): set {C.API_KEY_ENV} to the "
@@ -188,9 +192,11 @@ class _Core:
         for key in ("ignore_eos", "top_k", "min_tokens", "repetition_penalty"):
             if key in kwargs:
                 extra_body[key] = kwargs.pop(key)
+        headers = {C.SESSION_HEADER: video.key, **(kwargs.pop("extra_headers", None) or {})}
         body = {
             "model": self.model,
             "messages": [{"role": "user", "content": parts}],
+            "extra_headers": headers,
             **kwargs,
         }
         if extra_body:

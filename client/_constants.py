@@ -17,6 +17,8 @@ DEFAULT_MAX_TOKENS = 256
 DEFAULT_CONCURRENCY = 8
 # uuids the client remembers having uploaded; beyond that it simply uploads again.
 UUID_MEMORY = 4096
+from vidchat.limits import SESSION_HEADER  # noqa: E402,F401 - re-exported for the client
+
 # What the server answers when it no longer holds a frame that was sent as a uuid only.
 CACHE_MISS_MARKER = "Cache miss for image"
 

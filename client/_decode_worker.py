@@ -47,11 +47,14 @@ _HEADER = struct.Struct("<Q")
 
 # The child imports this module without running vidchat/client/__init__.py, which pulls in
 # the OpenAI SDK and pydantic: that would add ~0.45 s and ~40 MB to every worker (measured).
+# (If vidchat/__init__.py ever imports vidchat.client itself, the stub is simply not used.)
 _BOOTSTRAP = (
     "import sys, types\n"
-    "pkg = types.ModuleType('vidchat.client')\n"
-    "pkg.__path__ = [sys.argv[1]]\n"
-    "sys.modules['vidchat.client'] = pkg\n"
+    "import vidchat\n"
+    "if 'vidchat.client' not in sys.modules:\n"
+    "    pkg = types.ModuleType('vidchat.client')\n"
+    "    pkg.__path__ = [sys.argv[1]]\n"
+    "    sys.modules['vidchat.client'] = pkg\n"
     "from vidchat.client._decode_worker import _serve\n"
     "_serve()\n"
 )
@@ -141,9 +144,10 @@ class _Worker:
                 source=request.path,
             )
         if "error" in box:
+            reason = self._death()  # before kill(), which would be the cause otherwise
             self.kill()
             raise VideoDecodeError(
-                f"The decoder crashed on {request.path} ({self._death()}); the file is probably "
+                f"The decoder crashed on {request.path} ({reason}); the file is probably "
                 "damaged: re-encode it with ffmpeg.",
                 source=request.path,
             )

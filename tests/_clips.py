@@ -121,7 +121,8 @@ def _truncated(faststart: bool) -> Callable:
     def build(out: Path, directory: Path) -> None:
         # Without faststart the index (moov) is at the end, so half a file has no index at
         # all; with it, the index promises frames whose bytes are gone.
-        src = directory / ("_faststart_src.mp4" if faststart else "_plain_src.mp4")
+        kind = "faststart" if faststart else "plain"
+        src = directory / f".{kind}-{os.getpid()}.tmp.mp4"
         flags = ("-movflags", "+faststart") if faststart else ()
         _ffmpeg(*_numbered_source(48), *_H264, *flags, str(src))
         data = src.read_bytes()
@@ -151,6 +152,7 @@ CLIPS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
     "mkv": (".mkv", _numbered(48)),
     "webm": (".webm", _webm),
     "long_gop": (".mp4", _numbered(48, extra=("-g", "48", "-keyint_min", "48"))),
+    "short_gop": (".mp4", _numbered(48, extra=("-g", "6", "-keyint_min", "6"))),
     "audio_only": (".mp4", _audio_only),
     "truncated": (".mp4", _truncated(faststart=False)),
     "truncated_faststart": (".mp4", _truncated(faststart=True)),

@@ -32,6 +32,7 @@ from vidchat.client._encoding import encode_frames, encode_jpeg, frame_uuid, to_
 from vidchat.client._sampling import (
     DecodeRequest,
     SamplingArgumentError,
+    decode,
     frame_at,
     plan_reads,
     plan_samples,
@@ -286,6 +287,21 @@ def test_containers_without_frame_counts_and_long_gops(clips, backend, clip):
 
 @needs_ffmpeg
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_seeks_across_short_gops_land_on_the_right_frames(clips, backend):
+    # A keyframe every 6 frames, B-frames in between: 8, 24 and 40 are each worth a seek.
+    result = decode(DecodeRequest(str(clips("short_gop")), 3, backend=backend))
+    assert result.indices == [8, 24, 40]
+    assert [frame_number(Image.fromarray(a)) for a in result.arrays] == result.indices
+    if backend == "pyav":
+        assert result.stats["seeks"] == 3
+        assert result.stats["packets_decoded"] < 20  # one pass to frame 40 would be 41
+    dense = decode(DecodeRequest(str(clips("short_gop")), 40, start=0.2, backend=backend))
+    assert [frame_number(Image.fromarray(a)) for a in dense.arrays] == dense.indices
+    assert len(set(dense.indices)) == 40 and dense.indices[0] == 5  # 0.2225 s: frame 5
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_edit_list_frames_are_the_ones_shown(clips, backend):
     # The edit list hides frames 0..11: the first frame shown is number 12, at 0.0 s.
     frames = sample(clips("edit_list"), 8, backend=backend)
@@ -365,8 +381,11 @@ def test_worker_gives_what_in_process_gives(clips):
     local = sample(path, 8, backend="pyav")
     assert isolated.indices == local.indices
     assert [im.tobytes() for im in isolated.images] == [im.tobytes() for im in local.images]
-    with pytest.raises(VideoDecodeError, match="no video stream"):  # typed errors come back
+    with pytest.raises(VideoDecodeError, match="no video stream") as info:  # typed errors
         sample_frames(clips("audio_only"), backend="pyav")
+    assert info.value.source == str(clips("audio_only"))
+    with pytest.raises(SamplingArgumentError, match="past the end"):
+        sample_frames(path, 8, start=60)
 
 
 @needs_ffmpeg

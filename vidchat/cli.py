@@ -25,6 +25,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.port:
         overrides.append(f"port={args.port}")
     cfg = load_config(args.config, overrides)
+    if args.replicas > 1:
+        from vidchat.server.replicas import plan_replica_set, serve_replicas
+
+        if args.dry_run:
+            print(plan_replica_set(cfg, args.replicas, environ=os.environ).describe())
+            return 0
+        log_dir = Path(args.log_file).parent if args.log_file else None
+        return serve_replicas(cfg, args.replicas, log_dir=log_dir)
     if args.dry_run:
         print(build_engine_command(cfg, os.environ).shell())
         return 0
@@ -79,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default: the profile's, loopback)")
     p.add_argument("--port", type=int, help="port (default: the profile's)")
     p.add_argument("--log-file", help="engine log (default: ~/.cache/vidchat/logs/...)")
+    p.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="N engines on consecutive ports (one GPU each) behind vllm-router, "
+                   "which listens on --port and routes by the client's session header")
     p.add_argument("--dry-run", action="store_true",
                    help="print the engine command line and exit")
     p.set_defaults(func=_cmd_serve)

@@ -1,4 +1,4 @@
-"""The numbers server and client must agree on, in one place."""
+"""The numbers (and names) server and client must agree on, in one place."""
 
 from __future__ import annotations
 
@@ -25,3 +25,8 @@ def max_frames_for_context(max_model_len: int, text_reserve: int = TEXT_RESERVE_
 def context_for_frames(max_frames: int, text_reserve: int = TEXT_RESERVE_TOKENS) -> int:
     """The ``--max-model-len`` that holds ``max_frames`` frames plus ``text_reserve`` tokens."""
     return max_frames * TOKENS_PER_IMAGE + text_reserve
+
+# The client sends the video's content hash in this header; vllm-router's consistent_hash
+# policy hashes it first, so every question about one video reaches the replica whose prefix
+# cache already holds its frames.
+SESSION_HEADER = "X-Session-ID"
