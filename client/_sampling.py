@@ -62,11 +62,14 @@ __all__ = [
 ]
 
 BACKENDS = ("decord", "pyav")
-# backend=None takes the first that is installed. PyAV comes first: on 1080p H.264 (2 cores,
-# bench/sampling.py) this module's PyAV path, which plans its seeks and skips frames nothing
-# refers to, is ~1.5x faster than decord and adds ~35 MB against decord's ~45-60 MB; and
-# decord mis-indexes MP4 edit lists.
-AUTO_BACKENDS = ("pyav", "decord")
+# backend=None takes the first that is installed: decord, the design's choice, then PyAV
+# (decord has no wheels for Linux ARM or macOS). Files whose MP4 edit list decord mis-indexes
+# go to PyAV even then (see _decode_decord). Measured on 1080p H.264, 2 cores
+# (bench/sampling.py): this module's PyAV path, which plans its seeks and skips frames nothing
+# refers to, is ~1.5x faster than decord and adds ~35 MB against decord's ~45-60 MB, so
+# VIDCHAT_VIDEO_BACKEND=pyav (or backend="pyav") is worth setting where memory is tight.
+AUTO_BACKENDS = ("decord", "pyav")
+BACKEND_ENV = "VIDCHAT_VIDEO_BACKEND"
 # Decoding cost of one seek, in frames: demuxer seek, decoder flush and the refill of its
 # frame-thread pipeline. Measured on 1080p H.264 with PyAV on 2 cores: a seek plus the first
 # frame costs about what decoding 3 more frames in a row does; 8 keeps a margin, and the choice
@@ -339,6 +342,13 @@ def _decode(request: DecodeRequest) -> DecodeResult:
 
 
 def _auto_backend(path: str) -> str:
+    chosen = os.environ.get(BACKEND_ENV)
+    if chosen:
+        if chosen not in BACKENDS:
+            raise SamplingArgumentError(
+                f"{BACKEND_ENV}={chosen!r} is not a backend: use one of {', '.join(BACKENDS)}",
+                source=path)
+        return chosen
     for name in AUTO_BACKENDS:
         if importlib.util.find_spec("av" if name == "pyav" else name) is not None:
             return name
@@ -398,27 +408,43 @@ def _decord_error(e: BaseException, path: str) -> VideoDecodeError:
     )
 
 
+class _Times(Sequence[float]):
+    """Frame start times (s), computed on access from int timestamps: 8 bytes a frame."""
+
+    def __init__(self, pts: array, time_base: Any) -> None:
+        self._pts, self._origin = pts, pts[0]
+        self._num, self._den = time_base.numerator, time_base.denominator
+
+    def __len__(self) -> int:
+        return len(self._pts)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return (self._pts[i] - self._origin) * self._num / self._den
+
+
 @dataclass(frozen=True)
 class _Index:
-    pts: np.ndarray  # int64, every shown frame in display order
-    times: np.ndarray  # float64 seconds from the first shown frame
+    pts: array  # int64 timestamps of the shown frames, display order
+    times: _Times
     keyframes: list[int]  # display index where each GOP starts
     seek_ts: dict[int, int]  # GOP start -> timestamp to seek to (its keyframe's pts)
     duration: float
 
     def rank(self, ts: int) -> int | None:
-        i = int(np.searchsorted(self.pts, ts))
+        i = bisect.bisect_left(self.pts, ts)
         return i if i < len(self.pts) and self.pts[i] == ts else None
 
 
 def _pyav_index(container: Any, stream: Any, path: str) -> _Index:
     """Every frame's timestamp and every keyframe, from one pass over the packets (no decode).
 
-    Kept in flat arrays (~17 bytes a frame): an hour at 30 fps indexes in ~2 MB.
+    Flat arrays, about 17 bytes a frame: an hour at 30 fps indexes in under 2 MB.
     """
     import av
 
-    pts_a, dur_a, flags = array("q"), array("q"), bytearray()  # flags: 1 key, 2 discarded
+    pts_all, durations, flags = array("q"), array("q"), bytearray()  # 1: key, 2: discarded
     untimed = 0
     try:
         for pkt in container.demux(stream):
@@ -428,15 +454,15 @@ def _pyav_index(container: Any, stream: Any, path: str) -> _Index:
             if ts is None:
                 untimed += 1
                 continue
-            pts_a.append(ts)
-            dur_a.append(pkt.duration or 0)
+            pts_all.append(ts)
+            durations.append(pkt.duration or 0)
             # is_discard (PyAV 12+): a frame an MP4 edit list hides; decoders drop it too.
             flags.append(bool(pkt.is_keyframe) | 2 * bool(getattr(pkt, "is_discard", False)))
     except av.error.FFmpegError as e:
         raise VideoDecodeError(
             f"{path} is damaged ({_av_reason(e)}); re-download or re-encode it.", source=path
         ) from e
-    if not pts_a:
+    if not pts_all:
         what = (
             "has video packets without timestamps (a raw stream?)" if untimed else "has no frames"
         )
@@ -445,38 +471,36 @@ def _pyav_index(container: Any, stream: Any, path: str) -> _Index:
             source=path,
         )
     listed = stream.frames or 0
-    if listed and len(pts_a) + untimed < listed:
+    if listed and len(pts_all) + untimed < listed:
         raise VideoDecodeError(
             f"{path} is truncated: its index lists {listed} frames but the file holds "
-            f"{len(pts_a) + untimed}; copy or download it again.",
+            f"{len(pts_all) + untimed}; copy or download it again.",
             source=path,
         )
-    pts = np.frombuffer(pts_a, dtype=np.int64)
-    flag = np.frombuffer(bytes(flags), dtype=np.uint8)
-    key, discard = (flag & 1).astype(bool), (flag & 2).astype(bool)
-    shown = np.sort(pts[~discard])  # display order (np.unique's first call costs 1.7 MB)
-    shown = shown[np.concatenate(([True], shown[1:] != shown[:-1]))]
-    if not len(shown):
+    shown = array("q", sorted({t for t, f in zip(pts_all, flags, strict=True) if not f & 2}))
+    if not shown:
         raise VideoDecodeError(f"{path} shows no frames; re-encode it.", source=path)
 
     # GOPs in decode order: a keyframe and the packets up to the next one (packets before the
     # first keyframe form a GOP of their own). A GOP starts, in display order, at its
     # earliest shown frame; reaching it means seeking to its keyframe. Seek by the keyframe's
     # pts: the mp4 demuxer, asked for its dts, can land a GOP early (measured).
-    starts = np.flatnonzero(key)
-    if not len(starts) or starts[0] != 0:
-        starts = np.concatenate(([0], starts))
-    ranks = np.where(discard, len(shown), np.searchsorted(shown, pts))
-    firsts = np.minimum.reduceat(ranks, starts)
     seek_ts: dict[int, int] = {}
-    for first, key_ts in zip(firsts.tolist(), pts[starts].tolist(), strict=True):
-        if first < len(shown):
-            seek_ts.setdefault(first, key_ts)
+    gop_key, gop_first = pts_all[0], len(shown)
+    for t, f in zip(pts_all, flags, strict=True):
+        if f & 1:
+            if gop_first < len(shown):
+                seek_ts.setdefault(gop_first, gop_key)
+            gop_key, gop_first = t, len(shown)
+        if not f & 2:
+            gop_first = min(gop_first, bisect.bisect_left(shown, t))
+    if gop_first < len(shown):
+        seek_ts.setdefault(gop_first, gop_key)
 
-    tb = stream.time_base
-    times = ((shown - shown[0]) * tb.numerator) / tb.denominator
-    last = np.flatnonzero((pts == shown[-1]) & ~discard)[-1]
-    last_dur = float(dur_a[last] * tb)
+    times = _Times(shown, stream.time_base)
+    last = max(i for i, (t, f) in enumerate(zip(pts_all, flags, strict=True))
+               if t == shown[-1] and not f & 2)  # fmt: skip
+    last_dur = float(durations[last] * stream.time_base)
     if not last_dur and stream.average_rate:
         last_dur = 1.0 / float(stream.average_rate)
     return _Index(shown, times, sorted(seek_ts), seek_ts, _duration(times, last_dur))
@@ -487,6 +511,22 @@ def _av_reason(e: BaseException) -> str:
 
 
 def _decode_pyav(request: DecodeRequest) -> DecodeResult:
+    index, got, stats = _pyav_decode_frames(request)
+    indices = sorted(got)
+    stats["frames"] = len(index.pts)
+    return DecodeResult(
+        [got[i] for i in indices],
+        [float(index.times[i]) for i in indices],
+        indices,
+        index.duration,
+        "pyav",
+        stats,
+    )
+
+
+def _pyav_decode_frames(
+    request: DecodeRequest,
+) -> tuple[_Index, dict[int, np.ndarray], dict[str, Any]]:
     import av
 
     path = request.path
@@ -522,16 +562,7 @@ def _decode_pyav(request: DecodeRequest) -> DecodeResult:
                 "re-encode it with ffmpeg.",
                 source=path,
             ) from e
-    indices = sorted(got)
-    stats["frames"] = len(index.pts)
-    return DecodeResult(
-        [got[i] for i in indices],
-        [float(index.times[i]) for i in indices],
-        indices,
-        index.duration,
-        "pyav",
-        stats,
-    )
+    return index, got, stats
 
 
 def _pyav_read(
@@ -542,7 +573,7 @@ def _pyav_read(
     reads = plan_reads(wanted, index.keyframes)
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = DECODER_THREADS
-    wanted_pts = {int(index.pts[i]) for i in wanted}
+    wanted_pts = {index.pts[i] for i in wanted}
     out: dict[int, np.ndarray] = {}
     counter = [0]
     seeks = 0
@@ -557,7 +588,7 @@ def _pyav_read(
     for w, seek in zip(wanted, reads.seeks, strict=True):
         if w in out:
             continue
-        target = int(index.pts[w])
+        target = index.pts[w]
         if seek or frames is None:
             frames = seek_to(index.keyframes[bisect.bisect_right(index.keyframes, w) - 1])
             found, first = _first_at_or_after(frames, target)
@@ -623,8 +654,11 @@ def _quarter_turns(frame: Any) -> int:
 
 
 def _to_rgb_array(frame: Any, size: int) -> np.ndarray:
-    # Resize straight from YUV to size x size (what the SigLIP processor does: a plain bicubic
-    # resize to a square), then rotate: with a square target both orders give the same picture.
+    # Resize straight from the decoder's YUV to size x size RGB (what the SigLIP processor
+    # does: a plain bicubic resize to a square), then rotate: with a square target both orders
+    # give the same picture. Holding 4:2:0 until the decoder is freed would save ~1.4 MB of
+    # peak at 8 frames of 1080p, but costs chroma detail the JPEG keeps (measured: MAE vs the
+    # direct resize 3.6 instead of 2.8 after JPEG q90), so frames are converted right away.
     small = frame.reformat(width=size, height=size, format="rgb24", interpolation="BICUBIC")
     arr = small.to_ndarray()
     turns = _quarter_turns(frame)
@@ -687,8 +721,9 @@ def _resolve_source(source: object) -> Iterator[str]:
             f"{path} is not a regular file; pass the path of a video file.", source=str(source)
         )
     if not os.access(path, os.R_OK):
-        raise VideoError(f"{path} cannot be read (permission denied); fix its permissions.",
-                         source=str(source))  # fmt: skip
+        raise VideoError(
+            f"{path} cannot be read (permission denied); fix its permissions.", source=str(source)
+        )
     if path.stat().st_size == 0:
         raise VideoDecodeError(
             f"{path} is empty (0 bytes); the copy or download probably failed: get it again.",
