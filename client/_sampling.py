@@ -76,8 +76,10 @@ BACKEND_ENV = "VIDCHAT_VIDEO_BACKEND"
 # only matters when the next keyframe is within a few frames of the decoder's position.
 SEEK_COST_FRAMES = 8
 MAX_SIZE = 4096
-# Threads per PyAV decoder (0: ffmpeg's choice, cores + 1). Each frame thread holds its own
-# 1080p frames: measured on 2 cores, 1 thread adds ~34 MB, auto ~51 MB.
+# Threads per decoder, PyAV and decord (0: ffmpeg's choice, cores + 1). Each frame thread
+# holds its own full-size frames: measured on 2 cores, 1 thread adds ~34 MB at 1080p, auto
+# ~51 MB; at 8K decord adds ~95 MB per thread (auto on 16 cores: over 1.5 GB), so a fixed
+# count keeps the worker's memory independent of the machine.
 DECODER_THREADS = 1
 # Timestamps closer than this are the same instant (decord's float32 seconds are off by up
 # to ~3e-5 s at 10 minutes; frames are at least ~4 ms apart even at 240 fps).
@@ -328,9 +330,11 @@ def _decode(request: DecodeRequest) -> DecodeResult:
         try:
             result = _decode_decord(request, decord)
         except VideoDecodeError as decord_error:
-            # PyAV's diagnosis is more precise than decord's C++ message.
+            # PyAV's diagnosis is more precise than decord's C++ message, and some valid files
+            # only decord refuses: a WebM written to a pipe has no duration ("Failed to
+            # measure duration/frame-count due to broken metadata"). PyAV decodes those.
             try:
-                _decode_pyav(DecodeRequest(request.path, 1, size=16, backend="pyav"))
+                return _decode_pyav(request)
             except VideoDecodeError as diagnosis:
                 raise diagnosis from decord_error
             except ImportError:
@@ -364,7 +368,11 @@ def _decode_decord(request: DecodeRequest, decord: Any) -> DecodeResult | None:
         # decord scales in its filter graph while decoding (no full-size RGB copies) and
         # applies the display matrix itself (0.6.0: identical to `ffmpeg -i`, 90/180/270).
         reader = decord.VideoReader(
-            path, ctx=decord.cpu(0), width=request.size, height=request.size, num_threads=0
+            path,
+            ctx=decord.cpu(0),
+            width=request.size,
+            height=request.size,
+            num_threads=DECODER_THREADS,
         )
         n = len(reader)
         if n == 0:

@@ -227,3 +227,64 @@ def marker_corner(image: Image.Image) -> str:
         "bottom-right": redness[h // 2 :, w // 2 :],
     }
     return max(quads, key=lambda k: float(quads[k].mean()))
+
+
+# ----------------------------------------------------------------------------------------------
+# More clips for tests/test_bad_inputs.py
+
+UHD_WIDTH, UHD_HEIGHT = 7680, 4320
+UHD_FRAMES = 8  # 1 s at 8 fps
+LONG_FRAMES = 7200  # 2 hours at 1 fps
+LONG_SIZE = 64
+# ultrafast: an 8K frame or 7200 small ones encode in about a second.
+_H264_FAST = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+
+
+def _uhd_8k(out: Path, directory: Path) -> None:
+    # The numbered picture scaled up with nearest neighbour, so frame_number and
+    # marker_corner still read it: 8 frames of 7680x4320, ~1 MB.
+    _ffmpeg(
+        *_numbered_source(UHD_FRAMES, fps=UHD_FRAMES),
+        "-vf", f"scale={UHD_WIDTH}:{UHD_HEIGHT}:flags=neighbor", *_H264_FAST, str(out),
+    )  # fmt: skip
+
+
+def long_number(n: int) -> int:
+    """What :func:`frame_number` reads from frame ``n`` of the ``long_2h`` clip."""
+    return n % MAX_NUMBERED_FRAMES
+
+
+def _long_2h(out: Path, directory: Path) -> None:
+    # 2 hours, 64x64 at 1 fps, one keyframe (a GOP as long as the video; ultrafast has no
+    # scene cuts). geq paints the first 49 frames only, the loop filter repeats them: frame n
+    # reads as n % 49 (geq on all 7200 frames takes ~3 s more).
+    grey = f"{GREY_BASE}+{GREY_STEP}*N"
+    _ffmpeg(
+        "-f", "lavfi",
+        "-i", f"color=c=black:s={LONG_SIZE}x{LONG_SIZE}:r=1,format=rgb24,"
+              f"geq=r='{grey}':g='{grey}':b='{grey}',"
+              f"loop=loop=-1:size={MAX_NUMBERED_FRAMES}:start=0,setpts=N/FRAME_RATE/TB",
+        "-frames:v", str(LONG_FRAMES), *_H264_FAST, "-g", str(LONG_FRAMES), str(out),
+    )  # fmt: skip
+
+
+_VP8 = ["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "1M", "-g", "12"]
+
+
+def _live(codec: tuple[str, ...], fmt: str) -> Callable:
+    def build(out: Path, directory: Path) -> None:
+        # Written as a live stream (Matroska's -live 1, what a recorder piping its output
+        # does): no duration, no frame count, no Cues, so nothing to seek by.
+        _ffmpeg(*_numbered_source(48), *codec, "-f", fmt, "-live", "1", str(out))
+
+    return build
+
+
+CLIPS.update(
+    {
+        "uhd_8k": (".mp4", _uhd_8k),
+        "long_2h": (".mp4", _long_2h),
+        "webm_live": (".webm", _live(tuple(_VP8), "webm")),
+        "mkv_live": (".mkv", _live(tuple(_H264), "matroska")),
+    }
+)
