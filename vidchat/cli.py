@@ -74,6 +74,47 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     question=args.question)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from vidchat.client._constants import default_api_key, default_base_url
+    from vidchat.loadgen import (
+        BenchSettings,
+        format_report,
+        make_bench_videos,
+        run_bench,
+        run_sweep,
+        write_outputs,
+    )
+
+    sweep = [int(c) for c in args.sweep.split(",")] if args.sweep else []
+    concurrency = args.concurrency
+    if concurrency is None and args.rate is None:
+        concurrency = 16
+    settings = BenchSettings(
+        server=args.server or default_base_url(), model=args.model,
+        api_key=os.environ.get("VIDCHAT_API_KEY") or default_api_key(),
+        requests=args.requests, concurrency=concurrency, rate=args.rate, frames=args.frames,
+        max_tokens=args.max_tokens, videos=len(args.video) if args.video else args.videos,
+        questions_per_video=args.questions_per_video, max_seconds=args.max_seconds,
+        seed=args.seed, salt=not args.no_salt, session_order=not args.no_session_order,
+    )
+    if args.video:
+        videos = list(args.video)
+    else:
+        videos = make_bench_videos(Path(args.video_dir).expanduser(), settings.videos,
+                                   seconds=args.video_seconds, size=args.video_size)
+    progress = not args.no_progress
+    if sweep:
+        reports = run_sweep(settings, sweep, videos, progress=progress)
+    else:
+        reports = [run_bench(settings, videos, progress=progress)]
+    for report in reports:
+        print(format_report(report))
+    for path in write_outputs(reports, args.out, sweep=bool(sweep)):
+        print(f"vidchat: wrote {path}")
+    failed = sum(r["requests"]["failed"] for r in reports)
+    return 1 if failed and args.fail_on_error else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidchat", description="Ask questions about videos through a vLLM server."
@@ -113,6 +154,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the answer, usage and timings "
                    "as JSON")
     p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("bench", help="load-test a server with video questions (sampled frames)")
+    p.add_argument("--server", help="server URL (default: $VIDCHAT_BASE_URL or "
+                   "http://127.0.0.1:8000/v1)")
+    p.add_argument("--model", help="model name (default: the server's only model)")
+    p.add_argument("--requests", type=int, default=32, metavar="N", help="requests to send")
+    p.add_argument("--concurrency", type=int, metavar="C",
+                   help="requests in flight (closed loop; default 16 without --rate)")
+    p.add_argument("--rate", type=float, metavar="R",
+                   help="Poisson arrivals, requests/s (open loop; --concurrency caps it)")
+    p.add_argument("--frames", type=int, default=8, metavar="F", help="frames per request")
+    p.add_argument("--max-tokens", type=int, default=64, metavar="T",
+                   help="output tokens per request (ignore_eos: every answer is T long)")
+    p.add_argument("--videos", type=int, default=8, metavar="V",
+                   help="distinct videos, generated with ffmpeg unless --video is given")
+    p.add_argument("--questions-per-video", type=int, default=4, metavar="Q",
+                   help="distinct questions per video (requests cycle over V x Q)")
+    p.add_argument("--video", action="append", metavar="PATH",
+                   help="use this video (repeatable) instead of generated ones")
+    p.add_argument("--video-dir", default="~/.cache/vidchat/bench-videos",
+                   help="where generated videos are kept")
+    p.add_argument("--video-size", default="1280x720", help="generated video size")
+    p.add_argument("--video-seconds", type=float, default=6, help="generated video length")
+    p.add_argument("--max-seconds", type=float, default=600,
+                   help="stop sending and cancel what is in flight after this long")
+    p.add_argument("--sweep", metavar="C1,C2,...",
+                   help="run the same requests at each concurrency; plots against it")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")
+    p.add_argument("--no-salt", action="store_true",
+                   help="share the server's prefix cache with earlier runs (default: a "
+                   "fresh cache_salt per run)")
+    p.add_argument("--no-session-order", action="store_true",
+                   help="send follow-up questions without waiting for their video's first "
+                   "answer (default: wait, as ask_many does, so they hit the prefix cache)")
+    p.add_argument("--out", default="out/bench/vidchat-bench",
+                   help="directory for bench.json and the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--fail-on-error", action="store_true",
+                   help="exit 1 when any request failed")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="the main job end to end on the generated CPU checkpoint")
     p.add_argument("--config", default=str(DEFAULT_PROFILE))
