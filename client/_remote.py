@@ -114,7 +114,10 @@ def _download(url: str, sink, limits: FetchLimits) -> None:
                     if declared > limits.max_bytes:
                         raise _too_big(url, limits)
                     got = 0
-                    for chunk in resp.iter_bytes(1 << 16):
+                    # No chunk size: each network read is checked as it arrives, so a server
+                    # that trickles bytes meets the total deadline (a fixed chunk size would
+                    # wait for 64 KiB before looking at the clock).
+                    for chunk in resp.iter_bytes():
                         got += len(chunk)
                         if got > limits.max_bytes:
                             raise _too_big(url, limits)
