@@ -210,8 +210,16 @@ def test_engine_killed_mid_stream_is_a_typed_error_then_restarted(fault_server, 
     assert "restart 1 of" in out
 
 
-def test_sigterm_drains_in_flight_refuses_new_and_leaves_no_process(tmp_path):
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server for one test that stops it itself; stopped here too if the test fails."""
     srv = start_vidchat_serve(tmp_path)
+    yield srv
+    stop_vidchat_serve(srv)
+
+
+def test_sigterm_drains_in_flight_refuses_new_and_leaves_no_process(own_server):
+    srv = own_server
     tree = [srv.proc.pid] + [p.pid for p in psutil.Process(srv.proc.pid).children(True)]
     result: dict[str, object] = {}
     running = threading.Event()
