@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "fresh cache_salt per run)")
     p.add_argument("--no-session-order", action="store_true",
                    help="send follow-up questions without waiting for their video's first "
-                   "answer (default: wait, as ask_many does, so they hit the prefix cache)")
+                   "answer to start (default: wait, so they find its frames in the prefix "
+                   "cache instead of prefilling them side by side)")
     p.add_argument("--out", default="out/bench/vidchat-bench",
                    help="directory for bench.json and the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
