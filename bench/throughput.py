@@ -449,6 +449,9 @@ def write_docs(data: dict[str, Any], tune: dict[str, Any] | None) -> Path:
     add("")
     add("### Concurrency sweep (distinct-videos workload)")
     add("")
+    add("Request phase only (each video's sampling and encoding, done before, is not "
+        "counted), so concurrency 16 reads higher than the distinct-videos row above.")
+    add("")
     add("| concurrency | requests/s | output tok/s | TTFT p50 (ms) | TTFT p99 (ms) | "
         "inter-token p50 (ms) | end-to-end p50 (ms) |")
     add("| --- | --- | --- | --- | --- | --- | --- |")
@@ -575,8 +578,16 @@ def write_docs(data: dict[str, Any], tune: dict[str, Any] | None) -> Path:
             add(f"| {variant} | `{' '.join(ok[0]['overrides']) or '(profile)'}` | {cells[0]} "
                 f"| {cells[1]} | **{_f(means[0])} / {_f(means[1])}** |")
         add("")
-    add("What the committed profile takes from this is explained beside each key in "
-        "`configs/cpu-bench.yaml` and `configs/cpu-tiny.yaml`.")
+    add("What `configs/cpu-bench.yaml` takes from this, explained beside each key there: "
+        "both cores for the model's threads (`cpu_threads_bind: \"0-1\"`; vLLM's auto "
+        "binding leaves one of the two cores to its scheduler and the API server, and "
+        "unpinned threads collapse), compiled graphs (~+10%), 4 GiB of KV cache (1 GiB "
+        "starves the sessions, 8 GiB adds nothing), vLLM's 2048 batched tokens (8192 "
+        "stalls decode behind prefill chunks), one API server (the flag is ignored by the "
+        "launcher's entry point, and a second front-end process would only take CPU from "
+        "the engine). An fp8 KV cache did not pay here and changes numerics: not used. "
+        "`configs/cpu-tiny.yaml` (tests, demo) keeps vLLM's defaults: its model is "
+        "overhead-bound and these variants were not measured on it.")
     add("")
     add(GPU_SECTION)
     out = DOCS / "benchmarks.md"
