@@ -29,7 +29,7 @@ clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache out
 
 # Throughput against the seed pipeline and a naive vLLM client: regenerates docs/benchmarks.md
-# (~15 minutes on 2 cores). bench-tune re-measures the CPU profile variants it cites.
+# (~10 minutes on 2 cores). bench-tune re-measures the CPU profile variants it cites.
 .PHONY: bench-throughput bench-tune
 bench-throughput: setup
 	$(PY) bench/throughput.py --write-docs

@@ -653,13 +653,15 @@ Measure it on a GPU host (after `make setup`):
 ```bash
 .venv/bin/vidchat serve --config configs/llava-interleave-qwen-0.5b.yaml &
 .venv/bin/vidchat bench --server http://127.0.0.1:8000/v1 --frames 12 --max-tokens 64 \\
-    --videos 64 --questions-per-video 1 --requests 512 --sweep 16,32,64,128 \\
-    --max-seconds 600 --out out/bench/h100-0.5b
+    --videos 256 --questions-per-video 1 --requests 256 --video-size 640x360 \\
+    --sweep 16,32,64,128 --max-seconds 600 --out out/bench/h100-0.5b
 ```
 
-Distinct videos (`--questions-per-video 1`) measure the compute ceiling; `--questions-per-video
-4` shows the session speed-up. `vidchat bench` itself sustains far more than 46 req/s of such
-requests (client ceiling above), so the number it reports is the server's.
+256 distinct videos, one question each, so no request reuses another's frames: that measures
+the compute ceiling (frames are resized to 384 px anyway, so small generated clips are
+enough); `--questions-per-video 4` shows the session speed-up. `vidchat bench` itself
+sustains far more than 46 req/s of such requests (client ceiling above), so the number it
+reports is the server's.
 """
 
 
