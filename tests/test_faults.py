@@ -29,7 +29,7 @@ from vidchat.demo import make_demo_clip
 
 pytestmark = pytest.mark.engine
 
-QUEUE_BOUND = 4
+QUEUE_BOUND = 1  # one in-flight request: a second is refused, no race between fillers
 SOURCES = ["testsrc2", "smptebars", "rgbtestsrc", "yuvtestsrc"]
 
 
@@ -38,10 +38,7 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
     """A server of its own: these tests overload it and kill its engine."""
     srv = start_vidchat_serve(tmp_path_factory.mktemp("faults"),
                               "--set", f"max_queued_requests={QUEUE_BOUND}",
-                              "--set", "restart_backoff_s=1",
-                              # Stream every 256 tokens: thousands of SSE events a second
-                              # would starve the API server's event loop on 2 busy cores.
-                              "--set", 'extra_args=["--stream-interval", "256"]')
+                              "--set", "restart_backoff_s=1")
     yield srv
     stop_vidchat_serve(srv)
 
@@ -68,12 +65,10 @@ def test_overload_beyond_the_queue_bound_is_503_and_the_client_retries(fault_ser
     # Runs first on its server: in vLLM 0.32 requests rejected with 400 during preprocessing
     # leave the admission counter low (measured: after three 400s, a seventh request was
     # admitted beside six running ones with max_num_queued_reqs=6).
-    # One long streamed request with n=QUEUE_BOUND takes every slot at once (admission counts
-    # n slots; separate fillers would race each other through a busy API server). Once it has
-    # streamed a generated token it is certainly admitted, so the next request is refused.
+    # One long streamed request takes the only slot; once it has streamed a generated token it
+    # is certainly admitted and still running, so the next request is refused.
     running = threading.Event()
-    filler = chat_body(fault_server, "Count.", max_tokens=6000, ignore_eos=True,
-                       n=QUEUE_BOUND, stream=True, temperature=1.0)  # n > 1 needs sampling
+    filler = chat_body(fault_server, "Count.", max_tokens=6000, ignore_eos=True, stream=True)
 
     def fill() -> int:
         with httpx.stream("POST", fault_server.base_url + "/chat/completions", json=filler,
