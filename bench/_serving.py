@@ -7,7 +7,6 @@ import importlib.metadata
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidchat.demo import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PROFILE = ROOT / "configs" / "cpu-bench.yaml"
 OUT = ROOT / "out" / "bench"
 VIDEO_DIR = OUT / "videos"
 STARTUP_TIMEOUT_S = 600
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import h11
+
+from vidchat.demo import free_port
 
 TOKENS_PER_IMAGE = 729  # vidchat.limits.TOKENS_PER_IMAGE, kept literal: this file stands alone
 MODEL = "fake-llava-interleave-qwen"
@@ -202,11 +203,6 @@ async def serve(host: str, port: int, engine: FakeEngine | None = None) -> None:
     async with server:
         await stop.wait()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from vidchat.demo import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CPU_PROFILE = ROOT / "configs" / "cpu-tiny.yaml"
 STARTUP_TIMEOUT_S = 600
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
