@@ -23,7 +23,12 @@ unit: setup
 	$(PY) -m pytest -m "not engine" $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) bench/sampling.py
+	$(PY) bench/sampling.py --check
+
+# Frame sampling against the seed's sampler: regenerates docs/sampling.md (~2 minutes).
+.PHONY: bench-sampling
+bench-sampling: setup
+	$(PY) bench/sampling.py --check --write-docs
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache out

@@ -10,9 +10,10 @@ Ours: ``sample_frames(path, 8)`` (seek-based, decode-time resize) + ``encode_fra
 Each measurement runs in a fresh Python process: wall time of one call (best of --runs), and
 the memory it adds: peak RSS (ru_maxrss) minus RSS after the imports.
 
-    python bench/sampling.py [--runs 3] [--check]
+    python bench/sampling.py [--runs 3] [--check] [--write-docs]
 
-writes out/bench/sampling.json and out/bench/sampling.png.
+writes out/bench/sampling.json and out/bench/sampling.png; --write-docs also docs/sampling.md,
+docs/img/sampling.png and docs/data/sampling.json (= make bench-sampling).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "bench"
+DOCS = ROOT / "docs"
 NUM_FRAMES = 8
 SECONDS, FPS = 20, 30
 GOPS = (60, 240)  # a keyframe every 2 s, every 8 s
@@ -198,10 +200,106 @@ def _chart(report: dict, path: Path) -> bool:
     return True
 
 
+def _table(report: dict) -> list[str]:
+    rows = [
+        "| keyframes | method | time s | speedup | memory added MiB | memory fraction |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for clip in report["clips"]:
+        base = clip["results"]["baseline"]
+        for m, r in clip["results"].items():
+            rows.append(
+                f"| every {clip['gop'] / FPS:g} s | {m} | {r['wall_s']:.3f} | "
+                f"{base['wall_s'] / r['wall_s']:.1f}x | {r['added_bytes'] / 2**20:.1f} | "
+                f"{r['added_bytes'] / max(base['added_bytes'], 1):.3f} |"
+            )
+    return rows
+
+
+def write_docs(report: dict) -> Path:
+    """docs/sampling.md, its chart and docs/data/sampling.json from one run's report."""
+    import shutil
+
+    (DOCS / "img").mkdir(parents=True, exist_ok=True)
+    (DOCS / "data").mkdir(parents=True, exist_ok=True)
+    (DOCS / "data" / "sampling.json").write_text(json.dumps(report, indent=2))
+    chart = OUT / "sampling.png"
+    if chart.exists():
+        shutil.copyfile(chart, DOCS / "img" / "sampling.png")
+    env = report["env"]
+    lines = [
+        "# Benchmark: frame sampling and encoding",
+        "",
+        "Regenerate this page (about 2 minutes on 2 cores):",
+        "",
+        "```bash",
+        ".venv/bin/python bench/sampling.py --write-docs      # = make bench-sampling",
+        "```",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {env['cpus']} CPUs ({env['machine']}), "
+        f"load average {env['load_avg'][0]:.1f} at the start; PyAV {env['av']}, decord "
+        f"{env['decord']}, OpenCV {env['cv2']}, Pillow {env['PIL']}.",
+        "",
+        f"{NUM_FRAMES} frames from generated 1080p H.264 clips ({SECONDS} s at {FPS} fps, "
+        "libx264 defaults), one with a keyframe every 2 s and one every 8 s. Each row runs in "
+        f"fresh Python processes (best of {report['runs']}); memory added is the peak RSS "
+        "minus the RSS after the imports. Both methods end with the same 8 JPEGs (384x384, "
+        "vidchat's encoder).",
+        "",
+        "- baseline: the seed guide's sampler, OpenCV decodes every frame, converts each to "
+        "an RGB PIL image and keeps every k-th; the 8 kept frames are then resized and encoded.",
+        "- ours: `sample_frames(path, 8, isolate=False)` + `encode_frames`: seeks planned from "
+        "the packet index (or one sequential pass when cheaper), frames nobody refers to or "
+        "asked for are not decoded, resize straight from the decoder's YUV.",
+        '- ours-decord: the same with `backend="decord"`.',
+        "- ours-worker: as shipped, the decode runs in a worker process (a crash or hang "
+        "there raises `VideoDecodeError`); the row counts the caller's memory only.",
+        "",
+        "## Targets",
+        "",
+        "| keyframes | target | result | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for clip in report["clips"]:
+        for name, ok in clip["targets"].items():
+            value = (f"{clip['speedup']:.1f}x" if name.startswith("speedup")
+                     else f"{clip['memory_fraction']:.3f}")  # fmt: skip
+            lines.append(f"| every {clip['gop'] / FPS:g} s | {name} | {value} | "
+                         f"{'yes' if ok else '**no**'} |")  # fmt: skip
+    lines += ["", "## Results", "", *_table(report), ""]
+    if (DOCS / "img" / "sampling.png").exists():
+        lines += ["![sampling time and memory](img/sampling.png)", ""]
+    for clip in report["clips"]:
+        worker = clip["results"]["ours-worker"]
+        lines.append(
+            f"- keyframe every {clip['gop'] / FPS:g} s: the worker process itself peaked at "
+            f"{worker['worker_peak_bytes'] / 2**20:.0f} MiB RSS (its interpreter, numpy, PyAV "
+            "and the decode)."
+        )
+    lines += [
+        "",
+        "Where our memory goes (1080p H.264, PyAV, one decoder thread): about 22 MiB is the "
+        "decoder's own picture pool (reference frames, the reordering delay and the frame "
+        "being decoded, ~3 MiB each), ~3.4 MiB the eight 384x384 RGB frames, the rest the "
+        "container's probe at open. The sampler drops each full-size frame as soon as it is "
+        "resized: held until the next wanted frame, it pinned one more pool buffer (measured "
+        "+3 MiB).",
+        "",
+    ]
+    path = DOCS / "sampling.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="fresh processes per measurement")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also write docs/sampling.md, docs/img/sampling.png, docs/data/",
+    )
     parser.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._measure:
@@ -270,6 +368,8 @@ def main() -> int:
     charted = _chart(report, OUT / "sampling.png")
     print(f"\nwrote {OUT / 'sampling.json'}" + (f" and {OUT / 'sampling.png'}" if charted else
           " (no matplotlib: no chart)"))  # fmt: skip
+    if args.write_docs:
+        print(f"wrote {write_docs(report)}")
     if missed and args.check:
         print("missed: " + "; ".join(missed), file=sys.stderr)
         return 1
