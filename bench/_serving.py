@@ -6,16 +6,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidchat.demo import free_port
+from vidchat.errors import EngineError
+from vidchat.serve_process import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PROFILE = ROOT / "configs" / "cpu-bench.yaml"
@@ -26,57 +23,35 @@ STARTUP_TIMEOUT_S = 600
 
 
 @dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    overrides: tuple[str, ...]
-    startup_s: float = 0.0
+class Server(ServeProcess):
+    """`vidchat serve` on a bench profile, with the overrides it was started with."""
+
+    overrides: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return self.api_url
+
+    @property
+    def startup_s(self) -> float:
+        return self.ready_after_s
 
     def log_tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-    def stop(self, timeout: float = 60) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        log = self.log_file
+        return log.read_text(errors="replace")[-chars:] if log and log.exists() else ""
 
 
 def start_server(overrides: tuple[str, ...] = (), *, profile: Path = BENCH_PROFILE,
                  log_dir: Path = OUT / "logs") -> Server:
     """`vidchat serve` on the bench profile on a free loopback port; waits for /health."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = log_dir / f"engine-{port}.log"
-    sets = [a for o in overrides for a in ("--set", o)]
-    with open(log_dir / f"serve-{port}.out", "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vidchat", "serve", "--config", str(profile),
-             "--port", str(port), "--log-file", str(log), *sets],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
-    server = Server(proc, port, log, tuple(overrides))
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < STARTUP_TIMEOUT_S:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    server.startup_s = time.monotonic() - t0
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"server failed to start in {STARTUP_TIMEOUT_S} s:\n{server.log_tail()}")
+    server = Server.start(profile, *(a for o in overrides for a in ("--set", o)),
+                          log_dir=log_dir, cwd=ROOT)
+    server.overrides = tuple(overrides)
+    try:
+        server.wait_ready(STARTUP_TIMEOUT_S)
+    except EngineError as e:
+        raise RuntimeError(str(e)) from None
+    return server
 
 
 def ensure_checkpoint(profile: Path = BENCH_PROFILE) -> Path:

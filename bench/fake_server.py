@@ -29,7 +29,7 @@ from typing import Any
 
 import h11
 
-from vidchat.demo import free_port
+from vidchat.serve_process import free_port
 
 TOKENS_PER_IMAGE = 729  # vidchat.limits.TOKENS_PER_IMAGE, kept literal: this file stands alone
 MODEL = "fake-llava-interleave-qwen"

@@ -129,6 +129,34 @@ def map_error(exc: Exception) -> VidchatError:
     return APIError(f"unexpected error talking to the server: {exc!r}")
 
 
+# How a complete answer ends. vLLM also reports "abort" (the request was cancelled, e.g. its
+# engine went away) and "error" (an internal failure): the text so far is not the answer.
+COMPLETE_FINISH_REASONS = frozenset({"stop", "length", "repetition", "tool_calls"})
+
+
+class _StreamEnd:
+    """Follows a streamed answer: the text of each chunk, and whether it ended as an answer
+    should (a finish reason that says complete) rather than stopping short."""
+
+    def __init__(self) -> None:
+        self.finish_reason: str | None = None
+
+    def text_of(self, chunk: Any) -> str | None:
+        if not chunk.choices:
+            return None
+        choice = chunk.choices[0]
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+        return choice.delta.content or None
+
+    def check(self) -> None:
+        if self.finish_reason not in COMPLETE_FINISH_REASONS:
+            how = (f"ended with finish_reason={self.finish_reason!r}" if self.finish_reason
+                   else "ended without a finish reason")
+            raise StreamInterruptedError(f"the answer stream {how}: the text so far is not the "
+                                         "whole answer; ask again")
+
+
 def _server_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -189,7 +217,8 @@ class _Core:
                               with_uuid=self.frame_cache, with_data=send_data)
         kwargs = {"max_tokens": C.DEFAULT_MAX_TOKENS, "temperature": 0.0, **gen}
         extra_body = kwargs.pop("extra_body", None) or {}
-        for key in ("ignore_eos", "top_k", "min_tokens", "repetition_penalty"):
+        for key in ("ignore_eos", "top_k", "min_p", "min_tokens", "repetition_penalty",
+                    "skip_special_tokens"):  # vLLM sampling parameters the SDK lacks
             if key in kwargs:
                 extra_body[key] = kwargs.pop(key)
         headers = {C.SESSION_HEADER: video.key, **(kwargs.pop("extra_headers", None) or {})}
@@ -315,15 +344,17 @@ class VideoChat:
         self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
         resp, _ = self._create(enc, question, timestamps, self._core.should_send_data(enc),
                                gen, stream=True)
+        end = _StreamEnd()
         try:
             for chunk in resp:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+                if text := end.text_of(chunk):
+                    yield text
         except Exception as exc:  # noqa: BLE001 - mapped to the error tree
             raise (exc if isinstance(exc, VidchatError) else StreamInterruptedError(
                 f"the answer stream broke off ({exc.__class__.__name__}): ask again")) from exc
         finally:
             resp.close()
+        end.check()
 
     def ask_many(self, video: VideoInput, questions: Sequence[str], frames: int = 8, *,
                  concurrency: int = C.DEFAULT_CONCURRENCY, timestamps: bool = False,
@@ -439,15 +470,17 @@ class AsyncVideoChat:
         self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
         resp, _ = await self._create(enc, question, timestamps,
                                      self._core.should_send_data(enc), gen, stream=True)
+        end = _StreamEnd()
         try:
             async for chunk in resp:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+                if text := end.text_of(chunk):
+                    yield text
         except Exception as exc:  # noqa: BLE001
             raise (exc if isinstance(exc, VidchatError) else StreamInterruptedError(
                 f"the answer stream broke off ({exc.__class__.__name__}): ask again")) from exc
         finally:
             await resp.close()
+        end.check()
 
     async def ask_many(self, video: VideoInput, questions: Sequence[str], frames: int = 8, *,
                        concurrency: int = C.DEFAULT_CONCURRENCY, timestamps: bool = False,

@@ -3,86 +3,45 @@ checkpoint) per test session: it takes ~40 s to start on 2 cores."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from vidchat.demo import free_port
+from vidchat.errors import EngineError
+from vidchat.serve_process import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_PROFILE = ROOT / "configs" / "cpu-tiny.yaml"
 STARTUP_TIMEOUT_S = 600
 
 
-
 @dataclass
-class RunningServer:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    model_dir: Path
-    model: str = "tiny-llava-interleave-qwen"
+class RunningServer(ServeProcess):
+    """`vidchat serve` on the cpu-tiny profile, and what the tests need to know about it."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    model: str = "tiny-llava-interleave-qwen"
+    model_dir: Path = ROOT / ".cache" / "models" / "tiny-llava-interleave-qwen"
 
     @property
     def base_url(self) -> str:
-        return self.url + "/v1"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return self.api_url
 
 
 def start_vidchat_serve(tmp: Path, *extra: str, env: dict[str, str] | None = None
                         ) -> RunningServer:
     """`vidchat serve` on the CPU profile as a real subprocess; waits for /health."""
-    port = free_port()
-    log = tmp / f"engine-{port}.log"
-    out = open(tmp / f"serve-{port}.out", "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vidchat", "serve", "--config", str(CPU_PROFILE),
-         "--port", str(port), "--log-file", str(log), *extra],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
-    server = RunningServer(proc, port, log, ROOT / ".cache" / "models" /
-                           "tiny-llava-interleave-qwen")
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n"
-                        f"{(tmp / f'serve-{port}.out').read_text()[-3000:]}\n"
-                        f"{server.log_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(server.url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.5)
-    stop_vidchat_serve(server)
-    pytest.fail(f"server failed to start in {STARTUP_TIMEOUT_S} s:\n{server.log_text()[-3000:]}")
+    server = RunningServer.start(CPU_PROFILE, *extra, log_dir=tmp, env=env)
+    try:
+        server.wait_ready(STARTUP_TIMEOUT_S)
+    except EngineError as e:
+        pytest.fail(str(e))
+    return server
 
 
 def stop_vidchat_serve(server: RunningServer, timeout: float = 60) -> int:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
-    return server.proc.returncode
+    return server.stop(timeout)
 
 
 @pytest.fixture(scope="session")

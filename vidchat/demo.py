@@ -8,22 +8,13 @@ usage and timings, then stops the server.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from vidchat.errors import EngineError, VidchatError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from vidchat.errors import VidchatError
+from vidchat.serve_process import ServeProcess, free_port
 
 
 def make_demo_clip(path: Path, seconds: float = 6, size: str = "1280x720", rate: int = 30,
@@ -42,50 +33,15 @@ def make_demo_clip(path: Path, seconds: float = 6, size: str = "1280x720", rate:
     return path
 
 
-def start_server(config: str, port: int) -> subprocess.Popen[bytes]:
-    """`vidchat serve` as a child process; its progress goes to our stderr."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "vidchat", "serve", "--config", config, "--port", str(port)],
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def wait_for_health(proc: subprocess.Popen[bytes], url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EngineError(f"`vidchat serve` exited with code {proc.returncode} before it "
-                              "was ready: see its messages above")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (loopback)
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise EngineError(f"the server did not become ready within {timeout:.0f} s")
-
-
-def stop_server(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def run_demo(config: str, port: int = 0, frames: int = 8,
              question: str = "What is happening in this video?") -> int:
     from vidchat.client import VideoChat, sample_frames
 
     port = port or free_port()
-    base = f"http://127.0.0.1:{port}"
     print(f"demo: starting `vidchat serve --config {config} --port {port}`", flush=True)
-    server = start_server(config, port)
+    server = ServeProcess.start(config, port=port)  # its progress goes to our stderr
     try:
-        wait_for_health(server, base + "/health", timeout=900)
+        server.wait_ready(timeout=900)
         with tempfile.TemporaryDirectory(prefix="vidchat-demo-") as tmp:
             clip = make_demo_clip(Path(tmp) / "demo.mp4")
             t0 = time.perf_counter()
@@ -94,7 +50,7 @@ def run_demo(config: str, port: int = 0, frames: int = 8,
             print(f"demo: sampled {len(sampled)} frames at "
                   f"{', '.join(f'{t:.2f}' for t in sampled.timestamps)} s from a 1280x720 "
                   f"H.264 clip in {t_sample * 1000:.0f} ms", flush=True)
-            with VideoChat(base + "/v1", api_key=os.environ.get("VIDCHAT_API_KEY")) as chat:
+            with VideoChat(server.api_url, api_key=os.environ.get("VIDCHAT_API_KEY")) as chat:
                 answer = chat.ask(sampled, question, max_tokens=48, temperature=0.0)
         print()
         print(f"Q: {question}")
@@ -111,4 +67,4 @@ def run_demo(config: str, port: int = 0, frames: int = 8,
         return 0
     finally:
         print("demo: stopping the server", flush=True)
-        stop_server(server)
+        server.stop()

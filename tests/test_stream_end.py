@@ -1,0 +1,92 @@
+"""How a streamed answer ends. A stream that stops short - the server reports "abort" or
+"error", or the stream ends with no finish reason at all - must raise StreamInterruptedError
+instead of passing for a whole answer.
+
+The engine cannot be made to end a stream each of these ways on demand, so the server here is
+an httpx MockTransport speaking the OpenAI wire format; the SDK, the client and its parsing
+are the real ones. (tests/test_faults.py kills a real engine mid-stream.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from PIL import Image
+
+from vidchat.client import AsyncVideoChat, StreamInterruptedError, VideoChat
+from vidchat.client._sampling import Frames
+
+PIECES = ["The ", "car ", "is ", "red."]
+
+
+def sse_body(finish_reason: str | None) -> bytes:
+    def event(delta: dict, finish: str | None = None) -> str:
+        chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    events = [event({"role": "assistant", "content": ""})]
+    events += [event({"content": p}) for p in PIECES]
+    if finish_reason is not None:
+        events.append(event({}, finish_reason))
+    events.append("data: [DONE]\n\n")
+    return "".join(events).encode()
+
+
+def handler(finish_reason: str | None):
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"object": "list", "data": [
+                {"id": "m", "object": "model", "created": 0, "owned_by": "t",
+                 "max_model_len": 32768}]})
+        assert request.url.path.endswith("/chat/completions")
+        return httpx.Response(200, content=sse_body(finish_reason),
+                              headers={"content-type": "text/event-stream"})
+    return handle
+
+
+@pytest.fixture
+def frames() -> Frames:
+    images = [Image.new("RGB", (384, 384), (i * 60, 0, 0)) for i in range(2)]
+    return Frames(images, [0.0, 1.0], [0, 30], "synthetic", "pyav", 2.0)
+
+
+@pytest.mark.parametrize("reason", ["stop", "length"])
+def test_a_complete_answer_streams_whole(frames, reason):
+    http = httpx.Client(transport=httpx.MockTransport(handler(reason)))
+    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+        assert list(chat.stream(frames, "What color?")) == PIECES
+
+
+@pytest.mark.parametrize("reason", ["abort", "error", None])
+def test_a_stream_that_stops_short_raises_after_the_text_it_had(frames, reason):
+    http = httpx.Client(transport=httpx.MockTransport(handler(reason)))
+    seen: list[str] = []
+    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+        with pytest.raises(StreamInterruptedError, match=str(reason) if reason else "without"):
+            for piece in chat.stream(frames, "What color?"):
+                seen.append(piece)
+    assert seen == PIECES  # what arrived was passed on before the error
+
+
+@pytest.mark.parametrize("reason", ["abort", None])
+def test_the_async_stream_checks_the_end_too(frames, reason):
+    async def run() -> list[str]:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler(reason)))
+        async with AsyncVideoChat("http://vidchat.test/v1", http_client=http,
+                                  max_retries=0) as chat:
+            return [p async for p in chat.stream(frames, "What color?")]
+
+    with pytest.raises(StreamInterruptedError):
+        asyncio.run(run())
+
+
+def test_stopping_early_on_purpose_is_not_an_error(frames):
+    http = httpx.Client(transport=httpx.MockTransport(handler(None)))
+    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+        stream = chat.stream(frames, "What color?")
+        assert next(stream) == PIECES[0]
+        stream.close()  # the caller had enough: no finish reason needed
