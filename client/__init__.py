@@ -5,7 +5,14 @@
     print(chat.ask("clip.mp4", "What happens?").text)
 """
 
-from vidchat.client._chat import Answer, AsyncVideoChat, ServerLimits, VideoChat
+from vidchat.client._chat import (
+    Answer,
+    AsyncChunkStream,
+    AsyncVideoChat,
+    ChunkStream,
+    ServerLimits,
+    VideoChat,
+)
 from vidchat.client._messages import EncodedVideo, build_messages, encode_video
 from vidchat.client._sampling import Frames, sample_frames
 from vidchat.errors import (
@@ -26,9 +33,11 @@ from vidchat.errors import (
 __all__ = [
     "APIError",
     "Answer",
+    "AsyncChunkStream",
     "AsyncVideoChat",
     "AuthenticationError",
     "BadRequestError",
+    "ChunkStream",
     "EncodedVideo",
     "FrameBudgetError",
     "Frames",

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,20 +134,32 @@ def map_error(exc: Exception) -> VidchatError:
 COMPLETE_FINISH_REASONS = frozenset({"stop", "length", "repetition", "tool_calls"})
 
 
-class _StreamEnd:
-    """Follows a streamed answer: the text of each chunk, and whether it ended as an answer
-    should (a finish reason that says complete) rather than stopping short."""
+class _StreamTally:
+    """Follows a streamed answer: the text of each chunk, the finish reason and usage, and
+    whether it ended as an answer should rather than stopping short."""
 
     def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.model = ""
         self.finish_reason: str | None = None
+        self.usage: Any = None
+        self.started = False
+        """True once a chunk with a choice arrived: the server has prefilled the prompt."""
 
     def text_of(self, chunk: Any) -> str | None:
+        self.model = chunk.model or self.model
+        if chunk.usage:
+            self.usage = chunk.usage
         if not chunk.choices:
             return None
+        self.started = True
         choice = chunk.choices[0]
         if choice.finish_reason:
             self.finish_reason = choice.finish_reason
-        return choice.delta.content or None
+        text = choice.delta.content or None
+        if text:
+            self.pieces.append(text)
+        return text
 
     def check(self) -> None:
         if self.finish_reason not in COMPLETE_FINISH_REASONS:
@@ -155,6 +167,78 @@ class _StreamEnd:
                    else "ended without a finish reason")
             raise StreamInterruptedError(f"the answer stream {how}: the text so far is not the "
                                          "whole answer; ask again")
+
+    def answer(self, video: EncodedVideo, sent: int, timings: dict[str, float]) -> Answer:
+        return Answer(
+            text="".join(self.pieces),
+            model=self.model,
+            finish_reason=self.finish_reason,
+            prompt_tokens=self.usage.prompt_tokens if self.usage else 0,
+            completion_tokens=self.usage.completion_tokens if self.usage else 0,
+            frames=len(video),
+            bytes_sent=sent,
+            timings=timings,
+        )
+
+
+def _broken_stream(exc: Exception) -> VidchatError:
+    if isinstance(exc, VidchatError):
+        return exc
+    return StreamInterruptedError(
+        f"the answer stream broke off ({exc.__class__.__name__}): ask again; streams are not "
+        "retried automatically")
+
+
+class ChunkStream:
+    """A streamed chat completion as the OpenAI SDK's ``ChatCompletionChunk`` objects, after
+    vidchat's checks (frame budget, frame cache, session header). Iterate it once; close it
+    (or use ``with``) if you stop early. A broken stream raises StreamInterruptedError."""
+
+    def __init__(self, resp: Any, video: EncodedVideo, bytes_sent: int) -> None:
+        self._resp = resp
+        self.video = video
+        self.bytes_sent = bytes_sent
+        """Image bytes this request uploaded (0 when the server had every frame cached)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._resp
+        except Exception as exc:  # noqa: BLE001 - mapped to the error tree
+            raise _broken_stream(exc) from exc
+
+    def close(self) -> None:
+        self._resp.close()
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncChunkStream:
+    """The asyncio twin of ChunkStream."""
+
+    def __init__(self, resp: Any, video: EncodedVideo, bytes_sent: int) -> None:
+        self._resp = resp
+        self.video = video
+        self.bytes_sent = bytes_sent
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            async for chunk in self._resp:
+                yield chunk
+        except Exception as exc:  # noqa: BLE001
+            raise _broken_stream(exc) from exc
+
+    async def close(self) -> None:
+        await self._resp.close()
+
+    async def __aenter__(self) -> AsyncChunkStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def _server_message(exc: openai.APIStatusError) -> str:
@@ -286,6 +370,7 @@ class VideoChat:
 
     @property
     def base_url(self) -> str:
+        """The server's OpenAI API root, ending in /v1."""
         return self._core.base_url
 
     def limits(self) -> ServerLimits:
@@ -334,41 +419,72 @@ class VideoChat:
             self._core.uploaded.add(uuids)
         return resp, sent
 
-    def stream(self, video: VideoInput, question: str, frames: int = 8, *,
-               timestamps: bool = False, sampling: dict[str, Any] | None = None,
-               **gen: Any) -> Iterator[str]:
-        """Yield the answer's text as it is generated. A broken stream raises
-        StreamInterruptedError (never retried silently: part of the answer was already seen)."""
+    def open_stream(self, video: VideoInput, question: str, frames: int = 8, *,
+                    timestamps: bool = False, sampling: dict[str, Any] | None = None,
+                    **gen: Any) -> ChunkStream:
+        """Send one question as a streamed request and return its raw chunks (timing each
+        chunk, reading usage with ``stream_options={"include_usage": True}``...)."""
         enc = self._core.prepare(video, frames, sampling or {})
         self.limits()
         self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
-        resp, _ = self._create(enc, question, timestamps, self._core.should_send_data(enc),
-                               gen, stream=True)
-        end = _StreamEnd()
-        try:
-            for chunk in resp:
-                if text := end.text_of(chunk):
+        resp, sent = self._create(enc, question, timestamps, self._core.should_send_data(enc),
+                                  gen, stream=True)
+        return ChunkStream(resp, enc, sent)
+
+    def stream(self, video: VideoInput, question: str, frames: int = 8, *,
+               timestamps: bool = False, sampling: dict[str, Any] | None = None,
+               **gen: Any) -> Iterator[str]:
+        """Yield the answer's text as it is generated. A broken stream, or one that ends
+        short of a complete answer, raises StreamInterruptedError (never retried silently:
+        part of the answer was already seen)."""
+        tally = _StreamTally()
+        with self.open_stream(video, question, frames, timestamps=timestamps,
+                              sampling=sampling, **gen) as chunks:
+            for chunk in chunks:
+                if text := tally.text_of(chunk):
                     yield text
-        except Exception as exc:  # noqa: BLE001 - mapped to the error tree
-            raise (exc if isinstance(exc, VidchatError) else StreamInterruptedError(
-                f"the answer stream broke off ({exc.__class__.__name__}): ask again")) from exc
-        finally:
-            resp.close()
-        end.check()
+        tally.check()
 
     def ask_many(self, video: VideoInput, questions: Sequence[str], frames: int = 8, *,
                  concurrency: int = C.DEFAULT_CONCURRENCY, timestamps: bool = False,
                  **gen: Any) -> list[Answer]:
-        """Several questions about one video: sample and encode once, warm the server's
-        prefix and frame caches with the first question, then ask the rest concurrently."""
+        """Several questions about one video: sample and encode once, send the first
+        question, and release the rest concurrently as soon as its answer starts - the
+        frames are then in the server's prefix and frame caches, so the others reuse them
+        and send frame ids instead of the frames."""
         if not questions:
             return []
         enc = self.prepare(video, frames)
-        first = self.ask(enc, questions[0], timestamps=timestamps, **gen)
+        rest: list[Any] = []
         with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) - 1))) as ex:
-            rest = list(ex.map(lambda q: self.ask(enc, q, timestamps=timestamps, **gen),
-                               questions[1:]))
-        return [first, *rest]
+
+            def release() -> None:
+                if not rest:
+                    rest.extend(ex.submit(self.ask, enc, q, timestamps=timestamps, **gen)
+                                for q in questions[1:])
+
+            try:
+                first = self._ask_streamed(enc, questions[0], timestamps, gen, release)
+            except BaseException:
+                ex.shutdown(cancel_futures=True)
+                raise
+            release()  # a single question, or an answer that never started
+            return [first, *(f.result() for f in rest)]
+
+    def _ask_streamed(self, enc: EncodedVideo, question: str, timestamps: bool,
+                      gen: dict[str, Any], on_start: Callable[[], None]) -> Answer:
+        """`ask`, streamed, calling ``on_start`` when the answer starts."""
+        t0 = time.perf_counter()
+        tally = _StreamTally()
+        with self.open_stream(enc, question, timestamps=timestamps,
+                              **{**gen, "stream_options": {"include_usage": True}}) as chunks:
+            for chunk in chunks:
+                tally.text_of(chunk)
+                if tally.started:
+                    on_start()
+        tally.check()
+        return tally.answer(enc, chunks.bytes_sent, {"prepare_s": 0.0,
+                                                     "request_s": time.perf_counter() - t0})
 
     def batch(self, items: Iterable[tuple[VideoInput, str]], *,
               concurrency: int = C.DEFAULT_CONCURRENCY, frames: int = 8, progress: bool = True,
@@ -430,6 +546,11 @@ class AsyncVideoChat:
                 self._core.model = self._core.model or self._core.limits.model
             return self._core.limits
 
+    @property
+    def base_url(self) -> str:
+        """The server's OpenAI API root, ending in /v1."""
+        return self._core.base_url
+
     async def prepare(self, video: VideoInput, frames: int = 8, **sampling: Any
                       ) -> EncodedVideo:
         return await asyncio.to_thread(self._core.prepare, video, frames, sampling)
@@ -462,25 +583,27 @@ class AsyncVideoChat:
         t2 = time.perf_counter()
         return self._core.answer(resp, enc, sent, {"prepare_s": t1 - t0, "request_s": t2 - t1})
 
-    async def stream(self, video: VideoInput, question: str, frames: int = 8, *,
-                     timestamps: bool = False, sampling: dict[str, Any] | None = None,
-                     **gen: Any) -> AsyncIterator[str]:
+    async def open_stream(self, video: VideoInput, question: str, frames: int = 8, *,
+                          timestamps: bool = False, sampling: dict[str, Any] | None = None,
+                          **gen: Any) -> AsyncChunkStream:
+        """Send one question as a streamed request and return its raw chunks."""
         enc = await asyncio.to_thread(self._core.prepare, video, frames, sampling or {})
         await self.limits()
         self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
-        resp, _ = await self._create(enc, question, timestamps,
-                                     self._core.should_send_data(enc), gen, stream=True)
-        end = _StreamEnd()
-        try:
-            async for chunk in resp:
-                if text := end.text_of(chunk):
+        resp, sent = await self._create(enc, question, timestamps,
+                                        self._core.should_send_data(enc), gen, stream=True)
+        return AsyncChunkStream(resp, enc, sent)
+
+    async def stream(self, video: VideoInput, question: str, frames: int = 8, *,
+                     timestamps: bool = False, sampling: dict[str, Any] | None = None,
+                     **gen: Any) -> AsyncIterator[str]:
+        tally = _StreamTally()
+        async with await self.open_stream(video, question, frames, timestamps=timestamps,
+                                          sampling=sampling, **gen) as chunks:
+            async for chunk in chunks:
+                if text := tally.text_of(chunk):
                     yield text
-        except Exception as exc:  # noqa: BLE001
-            raise (exc if isinstance(exc, VidchatError) else StreamInterruptedError(
-                f"the answer stream broke off ({exc.__class__.__name__}): ask again")) from exc
-        finally:
-            await resp.close()
-        end.check()
+        tally.check()
 
     async def ask_many(self, video: VideoInput, questions: Sequence[str], frames: int = 8, *,
                        concurrency: int = C.DEFAULT_CONCURRENCY, timestamps: bool = False,
@@ -488,14 +611,39 @@ class AsyncVideoChat:
         if not questions:
             return []
         enc = await self.prepare(video, frames)
-        first = await self.ask(enc, questions[0], timestamps=timestamps, **gen)
         gate = asyncio.Semaphore(max(1, concurrency))
+        started = asyncio.Event()
 
         async def one(q: str) -> Answer:
+            await started.wait()
             async with gate:
                 return await self.ask(enc, q, timestamps=timestamps, **gen)
 
-        return [first, *await asyncio.gather(*(one(q) for q in questions[1:]))]
+        rest = [asyncio.ensure_future(one(q)) for q in questions[1:]]
+        try:
+            first = await self._ask_streamed(enc, questions[0], timestamps, gen, started.set)
+        except BaseException:
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+            raise
+        started.set()
+        return [first, *await asyncio.gather(*rest)]
+
+    async def _ask_streamed(self, enc: EncodedVideo, question: str, timestamps: bool,
+                            gen: dict[str, Any], on_start: Callable[[], None]) -> Answer:
+        t0 = time.perf_counter()
+        tally = _StreamTally()
+        async with await self.open_stream(
+                enc, question, timestamps=timestamps,
+                **{**gen, "stream_options": {"include_usage": True}}) as chunks:
+            async for chunk in chunks:
+                tally.text_of(chunk)
+                if tally.started:
+                    on_start()
+        tally.check()
+        return tally.answer(enc, chunks.bytes_sent, {"prepare_s": 0.0,
+                                                     "request_s": time.perf_counter() - t0})
 
     async def batch(self, items: Iterable[tuple[VideoInput, str]], *,
                     concurrency: int = C.DEFAULT_CONCURRENCY, frames: int = 8,

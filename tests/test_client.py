@@ -81,6 +81,10 @@ def test_ask_many_uploads_once_and_later_questions_are_faster(server, clips):
     with VideoChat(server.base_url, http_client=counter.client()) as chat:
         answers = chat.ask_many(clips[2], questions, frames=8, max_tokens=4, concurrency=3)
     assert [a.frames for a in answers] == [8] * 6
+    # The first answer is streamed (the rest are released when it starts); it still
+    # reports its text, finish reason and usage like the others.
+    assert all(a.completion_tokens == 4 and a.finish_reason == "length" for a in answers)
+    assert answers[0].prompt_tokens > 8 * TOKENS_PER_IMAGE and answers[0].text
     assert answers[0].bytes_sent > 0 and all(a.bytes_sent == 0 for a in answers[1:])
     bodies = counter.chat_bodies()
     assert len(bodies) == 6
@@ -109,6 +113,18 @@ def test_async_client_asks_concurrently(server, clips):
 
     answers = asyncio.run(go())
     assert [a.frames for a in answers] == [2, 2, 2]
+
+
+def test_async_ask_many_streams_the_first_then_reuses_its_frames(server, clips):
+    async def go():
+        async with AsyncVideoChat(server.base_url) as chat:
+            return await chat.ask_many(clips[1], ["One?", "Two?", "Three?"], frames=3,
+                                       max_tokens=3, concurrency=2)
+
+    answers = asyncio.run(go())
+    assert [a.completion_tokens for a in answers] == [3, 3, 3]
+    assert answers[0].prompt_tokens > 3 * TOKENS_PER_IMAGE
+    assert answers[0].bytes_sent > 0 and [a.bytes_sent for a in answers[1:]] == [0, 0]
 
 
 def test_timestamp_labels_land_beside_their_frames(server, clips):

@@ -346,11 +346,10 @@ async def _one(chat: AsyncVideoChat, video: EncodedVideo, question: str,
     rec.start_s = t0 - t_run
     stream = None
     try:
-        # The same calls AsyncVideoChat.stream makes, keeping the raw chunks: their arrival
-        # times (TTFT, inter-token latency) and the usage chunk (token counts).
-        chat._core.check_budget(video, question, gen["max_tokens"])
-        stream, rec.image_bytes = await chat._create(
-            video, question, False, chat._core.should_send_data(video), gen, stream=True)
+        # The raw chunks of the client's own request path: their arrival times (TTFT,
+        # inter-token latency) and the usage chunk (token counts).
+        stream = await chat.open_stream(video, question, **gen)
+        rec.image_bytes = stream.bytes_sent
         last = None
         async for chunk in stream:
             now = time.perf_counter()
@@ -417,7 +416,7 @@ async def run_bench_async(settings: BenchSettings,
                "stream_options": {"include_usage": True}, "extra_body": extra_body}
         plan = plan_requests(settings.requests, settings.videos, settings.questions_per_video)
         records = [RequestRecord(i, v, q) for i, (v, q) in enumerate(plan)]
-        root = server_root(chat._core.base_url)
+        root = server_root(chat.base_url)
         before = await asyncio.to_thread(scrape_metrics, root)
         bar = tqdm(total=len(records), disable=not progress, unit="req", desc="vidchat bench",
                    dynamic_ncols=True)
