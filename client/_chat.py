@@ -447,14 +447,14 @@ class VideoChat:
 
     def ask_many(self, video: VideoInput, questions: Sequence[str], frames: int = 8, *,
                  concurrency: int = C.DEFAULT_CONCURRENCY, timestamps: bool = False,
-                 **gen: Any) -> list[Answer]:
+                 sampling: dict[str, Any] | None = None, **gen: Any) -> list[Answer]:
         """Several questions about one video: sample and encode once, send the first
         question, and release the rest concurrently as soon as its answer starts - the
         frames are then in the server's prefix and frame caches, so the others reuse them
         and send frame ids instead of the frames."""
         if not questions:
             return []
-        enc = self.prepare(video, frames)
+        enc = self.prepare(video, frames, **(sampling or {}))
         rest: list[Any] = []
         with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) - 1))) as ex:
 
@@ -607,10 +607,10 @@ class AsyncVideoChat:
 
     async def ask_many(self, video: VideoInput, questions: Sequence[str], frames: int = 8, *,
                        concurrency: int = C.DEFAULT_CONCURRENCY, timestamps: bool = False,
-                       **gen: Any) -> list[Answer]:
+                       sampling: dict[str, Any] | None = None, **gen: Any) -> list[Answer]:
         if not questions:
             return []
-        enc = await self.prepare(video, frames)
+        enc = await self.prepare(video, frames, **(sampling or {}))
         gate = asyncio.Semaphore(max(1, concurrency))
         started = asyncio.Event()
 

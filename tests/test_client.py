@@ -176,6 +176,22 @@ def test_cli_ask_prints_json(server, clips):
     assert out["frames"] == 4 and out["prompt_tokens"] > 4 * TOKENS_PER_IMAGE
 
 
+def test_cli_asks_several_questions_about_one_window_sampled_once(server, clips):
+    base = [sys.executable, "-m", "vidchat", "ask", str(clips[1]), "First?", "Second?",
+            "--server", server.base_url, "--frames", "3", "--start", "1", "--end", "2.5",
+            "--timestamps", "--max-tokens", "3"]
+    run = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert [a["question"] for a in out] == ["First?", "Second?"]
+    assert [a["frames"] for a in out] == [3, 3]
+    assert out[0]["bytes_sent"] > 0 and out[1]["bytes_sent"] == 0  # frames uploaded once
+    streamed = subprocess.run([*base, "--stream"], capture_output=True, text=True,
+                              timeout=120)
+    assert streamed.returncode == 0, streamed.stderr
+    assert streamed.stdout.count("Q: ") == 2 and "A: " in streamed.stdout
+
+
 def test_cli_ask_one_line_error_for_a_missing_video(server, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "vidchat", "ask", str(tmp_path / "nope.mp4"), "Hi?",

@@ -53,17 +53,33 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from vidchat.client import VideoChat
 
     gen = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    sampling = {k: v for k, v in (("fps", args.fps), ("start", args.start), ("end", args.end))
+                if v is not None}
+    how = {"timestamps": args.timestamps, "sampling": sampling}
+    several = len(args.question) > 1
     with VideoChat(args.server, model=args.model) as chat:
         if args.stream and not args.json:
-            for piece in chat.stream(args.video, args.question, args.frames, **gen):
-                print(piece, end="", flush=True)
-            print()
+            # The frames are sampled once; later questions send their ids only.
+            video = chat.prepare(args.video, args.frames, **sampling)
+            for question in args.question:
+                if several:
+                    print(f"Q: {question}\nA: ", end="", flush=True)
+                for piece in chat.stream(video, question, timestamps=args.timestamps, **gen):
+                    print(piece, end="", flush=True)
+                print()
             return 0
-        answer = chat.ask(args.video, args.question, args.frames, **gen)
+        if several:
+            answers = chat.ask_many(args.video, args.question, args.frames, **how, **gen)
+        else:
+            answers = [chat.ask(args.video, args.question[0], args.frames, **how, **gen)]
     if args.json:
-        print(json.dumps(answer.to_dict(), indent=2))
+        out = [a.to_dict() | {"question": q} for q, a in zip(args.question, answers, strict=True)]
+        print(json.dumps(out if several else out[0], indent=2))
+    elif several:
+        for question, answer in zip(args.question, answers, strict=True):
+            print(f"Q: {question}\nA: {answer.text}")
     else:
-        print(answer.text)
+        print(answers[0].text)
     return 0
 
 
@@ -143,11 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ask", help="ask a question about a video")
     p.add_argument("video", help="a video file path or an http(s) URL")
-    p.add_argument("question")
+    p.add_argument("question", nargs="+",
+                   help="one or more questions; the video is sampled once for all of them")
     p.add_argument("--server", help="server URL (default: $VIDCHAT_BASE_URL or "
                    "http://127.0.0.1:8000/v1)")
     p.add_argument("--model", help="model name (default: the server's only model)")
-    p.add_argument("--frames", type=int, default=8, help="frames to sample (default 8)")
+    p.add_argument("--frames", type=int, default=8,
+                   help="frames to sample, uniformly in time (default 8)")
+    p.add_argument("--fps", type=float, help="sample at this rate instead, still at most "
+                   "--frames frames")
+    p.add_argument("--start", type=float, help="window start, seconds (default: 0)")
+    p.add_argument("--end", type=float, help="window end, seconds (default: the end)")
+    p.add_argument("--timestamps", action="store_true",
+                   help="label each frame with its time (\"Frame at 0:01.5:\")")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
