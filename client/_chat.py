@@ -536,6 +536,8 @@ class AsyncVideoChat:
         self._limits_lock = asyncio.Lock()
 
     async def limits(self) -> ServerLimits:
+        if self._core.limits is not None:  # read once; no lock on the hot path
+            return self._core.limits
         async with self._limits_lock:
             if self._core.limits is None:
                 try:
@@ -553,6 +555,8 @@ class AsyncVideoChat:
 
     async def prepare(self, video: VideoInput, frames: int = 8, **sampling: Any
                       ) -> EncodedVideo:
+        if isinstance(video, EncodedVideo):  # nothing to sample: skip the thread hop
+            return video
         return await asyncio.to_thread(self._core.prepare, video, frames, sampling)
 
     async def _create(self, enc: EncodedVideo, question: str, timestamps: bool, send: bool,
@@ -574,7 +578,7 @@ class AsyncVideoChat:
                   timestamps: bool = False, sampling: dict[str, Any] | None = None,
                   **gen: Any) -> Answer:
         t0 = time.perf_counter()
-        enc = await asyncio.to_thread(self._core.prepare, video, frames, sampling or {})
+        enc = await self.prepare(video, frames, **(sampling or {}))
         t1 = time.perf_counter()
         await self.limits()
         self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
@@ -587,7 +591,7 @@ class AsyncVideoChat:
                           timestamps: bool = False, sampling: dict[str, Any] | None = None,
                           **gen: Any) -> AsyncChunkStream:
         """Send one question as a streamed request and return its raw chunks."""
-        enc = await asyncio.to_thread(self._core.prepare, video, frames, sampling or {})
+        enc = await self.prepare(video, frames, **(sampling or {}))
         await self.limits()
         self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
         resp, sent = await self._create(enc, question, timestamps,
