@@ -473,15 +473,23 @@ class VideoChat:
 
     def _ask_streamed(self, enc: EncodedVideo, question: str, timestamps: bool,
                       gen: dict[str, Any], on_start: Callable[[], None]) -> Answer:
-        """`ask`, streamed, calling ``on_start`` when the answer starts."""
+        """`ask`, streamed, calling ``on_start`` when the answer starts. A stream that breaks
+        before its answer starts is asked again as a plain `ask` (which the SDK retries), as
+        it would have been without streaming: nothing of it was seen yet."""
         t0 = time.perf_counter()
         tally = _StreamTally()
-        with self.open_stream(enc, question, timestamps=timestamps,
-                              **{**gen, "stream_options": {"include_usage": True}}) as chunks:
-            for chunk in chunks:
-                tally.text_of(chunk)
-                if tally.started:
-                    on_start()
+        try:
+            with self.open_stream(enc, question, timestamps=timestamps,
+                                  **{**gen, "stream_options": {"include_usage": True}}
+                                  ) as chunks:
+                for chunk in chunks:
+                    tally.text_of(chunk)
+                    if tally.started:
+                        on_start()
+        except StreamInterruptedError:
+            if tally.started:
+                raise
+            return self.ask(enc, question, timestamps=timestamps, **gen)
         tally.check()
         return tally.answer(enc, chunks.bytes_sent, {"prepare_s": 0.0,
                                                      "request_s": time.perf_counter() - t0})
@@ -638,13 +646,18 @@ class AsyncVideoChat:
                             gen: dict[str, Any], on_start: Callable[[], None]) -> Answer:
         t0 = time.perf_counter()
         tally = _StreamTally()
-        async with await self.open_stream(
-                enc, question, timestamps=timestamps,
-                **{**gen, "stream_options": {"include_usage": True}}) as chunks:
-            async for chunk in chunks:
-                tally.text_of(chunk)
-                if tally.started:
-                    on_start()
+        try:
+            async with await self.open_stream(
+                    enc, question, timestamps=timestamps,
+                    **{**gen, "stream_options": {"include_usage": True}}) as chunks:
+                async for chunk in chunks:
+                    tally.text_of(chunk)
+                    if tally.started:
+                        on_start()
+        except StreamInterruptedError:
+            if tally.started:
+                raise
+            return await self.ask(enc, question, timestamps=timestamps, **gen)
         tally.check()
         return tally.answer(enc, chunks.bytes_sent, {"prepare_s": 0.0,
                                                      "request_s": time.perf_counter() - t0})

@@ -90,3 +90,57 @@ def test_stopping_early_on_purpose_is_not_an_error(frames):
         stream = chat.stream(frames, "What color?")
         assert next(stream) == PIECES[0]
         stream.close()  # the caller had enough: no finish reason needed
+
+
+class BrokenBody(httpx.SyncByteStream):
+    """A response body that breaks after ``prefix`` (the connection drops)."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+
+    def __iter__(self):
+        if self.prefix:
+            yield self.prefix
+        raise httpx.RemoteProtocolError("peer closed connection without a complete body")
+
+
+def completion(text: str) -> dict:
+    return {"id": "c2", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1500, "completion_tokens": 3, "total_tokens": 1503}}
+
+
+def ask_many_server(break_after_start: bool, calls: list[bool]):
+    """First streamed request breaks (before or after its answer starts); the rest answer."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return handler("stop")(request)
+        streamed = json.loads(request.content).get("stream", False)
+        calls.append(streamed)
+        if streamed and len(calls) == 1:
+            prefix = sse_body("stop").split(b"\n\n")[1] + b"\n\n" if break_after_start else b""
+            return httpx.Response(200, stream=BrokenBody(prefix),
+                                  headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json=completion(f"answer {len(calls)}"))
+
+    return handle
+
+
+def test_ask_many_asks_again_when_the_first_stream_breaks_before_it_starts(frames):
+    calls: list[bool] = []
+    http = httpx.Client(transport=httpx.MockTransport(ask_many_server(False, calls)))
+    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+        answers = chat.ask_many(frames, ["One?", "Two?"])
+    assert calls == [True, False, False]  # broken stream, the same question again, the next
+    assert [a.text for a in answers] == ["answer 2", "answer 3"]
+
+
+def test_ask_many_does_not_hide_a_stream_that_broke_mid_answer(frames):
+    calls: list[bool] = []
+    http = httpx.Client(transport=httpx.MockTransport(ask_many_server(True, calls)))
+    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+        with pytest.raises(StreamInterruptedError):
+            chat.ask_many(frames, ["One?", "Two?"])
+    assert calls[0] is True and calls.count(True) == 1  # never streamed again silently
