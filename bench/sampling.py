@@ -59,25 +59,13 @@ def _peak_bytes(who: int = resource.RUSAGE_SELF) -> int:
 
 
 def _baseline(path: str, num_frames: int) -> list[bytes]:
-    import cv2
+    from baselines import seed_sample_frames
     from PIL import Image
 
     from vidchat.client._encoding import encode_frames
     from vidchat.limits import FRAME_SIZE
 
-    video = cv2.VideoCapture(path)
-    total_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
-    interval = total_frames // num_frames
-    frames = []
-    for i in range(total_frames):
-        ret, frame = video.read()
-        if not ret:  # the seed converts before this check and would crash on a short read
-            continue
-        pil_img = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        if i % interval == 0:
-            frames.append(pil_img)
-    video.release()
-    frames = frames[:num_frames]
+    frames = seed_sample_frames(path, num_frames)
     small = [im.resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BICUBIC) for im in frames]
     return encode_frames(small)
 
@@ -92,6 +80,7 @@ def _measure(method: str, path: str) -> dict:
     from vidchat.client._sampling import sample_frames
 
     if method == "baseline":
+        import baselines  # noqa: F401 - the seed's sampler (bench/baselines.py)
         import cv2  # noqa: F401
 
         def run() -> list[bytes]:

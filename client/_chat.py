@@ -169,16 +169,22 @@ class _StreamTally:
                                          "whole answer; ask again")
 
     def answer(self, video: EncodedVideo, sent: int, timings: dict[str, float]) -> Answer:
-        return Answer(
-            text="".join(self.pieces),
-            model=self.model,
-            finish_reason=self.finish_reason,
-            prompt_tokens=self.usage.prompt_tokens if self.usage else 0,
-            completion_tokens=self.usage.completion_tokens if self.usage else 0,
-            frames=len(video),
-            bytes_sent=sent,
-            timings=timings,
-        )
+        return _answer("".join(self.pieces), self.model, self.finish_reason, self.usage, video,
+                       sent, timings)
+
+
+def _answer(text: str, model: str, finish_reason: str | None, usage: Any, video: EncodedVideo,
+            sent: int, timings: dict[str, float]) -> Answer:
+    return Answer(
+        text=text,
+        model=model,
+        finish_reason=finish_reason,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        frames=len(video),
+        bytes_sent=sent,
+        timings=timings,
+    )
 
 
 def _broken_stream(exc: Exception) -> VidchatError:
@@ -194,9 +200,8 @@ class ChunkStream:
     vidchat's checks (frame budget, frame cache, session header). Iterate it once; close it
     (or use ``with``) if you stop early. A broken stream raises StreamInterruptedError."""
 
-    def __init__(self, resp: Any, video: EncodedVideo, bytes_sent: int) -> None:
+    def __init__(self, resp: Any, bytes_sent: int) -> None:
         self._resp = resp
-        self.video = video
         self.bytes_sent = bytes_sent
         """Image bytes this request uploaded (0 when the server had every frame cached)."""
 
@@ -219,9 +224,8 @@ class ChunkStream:
 class AsyncChunkStream:
     """The asyncio twin of ChunkStream."""
 
-    def __init__(self, resp: Any, video: EncodedVideo, bytes_sent: int) -> None:
+    def __init__(self, resp: Any, bytes_sent: int) -> None:
         self._resp = resp
-        self.video = video
         self.bytes_sent = bytes_sent
 
     async def __aiter__(self) -> AsyncIterator[Any]:
@@ -322,17 +326,8 @@ class _Core:
     def answer(self, resp: Any, video: EncodedVideo, sent: int, timings: dict[str, float]
                ) -> Answer:
         choice = resp.choices[0]
-        usage = resp.usage
-        return Answer(
-            text=choice.message.content or "",
-            model=resp.model,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            frames=len(video),
-            bytes_sent=sent,
-            timings=timings,
-        )
+        return _answer(choice.message.content or "", resp.model, choice.finish_reason,
+                       resp.usage, video, sent, timings)
 
     def limits_from(self, listing: Any) -> ServerLimits:
         models = list(listing.data)
@@ -429,7 +424,7 @@ class VideoChat:
         self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
         resp, sent = self._create(enc, question, timestamps, self._core.should_send_data(enc),
                                   gen, stream=True)
-        return ChunkStream(resp, enc, sent)
+        return ChunkStream(resp, sent)
 
     def stream(self, video: VideoInput, question: str, frames: int = 8, *,
                timestamps: bool = False, sampling: dict[str, Any] | None = None,
@@ -604,7 +599,7 @@ class AsyncVideoChat:
         self._core.check_budget(enc, question, gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
         resp, sent = await self._create(enc, question, timestamps,
                                         self._core.should_send_data(enc), gen, stream=True)
-        return AsyncChunkStream(resp, enc, sent)
+        return AsyncChunkStream(resp, sent)
 
     async def stream(self, video: VideoInput, question: str, frames: int = 8, *,
                      timestamps: bool = False, sampling: dict[str, Any] | None = None,

@@ -40,16 +40,12 @@ def start_vidchat_serve(tmp: Path, *extra: str, env: dict[str, str] | None = Non
     return server
 
 
-def stop_vidchat_serve(server: RunningServer, timeout: float = 60) -> int:
-    return server.stop(timeout)
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real vLLM server on CPU for the whole session."""
     srv = start_vidchat_serve(tmp_path_factory.mktemp("server"))
     yield srv
-    stop_vidchat_serve(srv)
+    srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import RunningServer, start_vidchat_serve, stop_vidchat_serve
+from conftest import RunningServer, start_vidchat_serve
 
 from vidchat.client import (
     BadRequestError,
@@ -73,7 +73,7 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
                               "--set", f"max_queued_requests={QUEUE_BOUND}",
                               "--set", "restart_backoff_s=1")
     yield srv
-    stop_vidchat_serve(srv)
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +244,7 @@ def own_server(tmp_path: Path) -> Iterator[RunningServer]:
     """A server for one test that stops it itself; stopped here too if the test fails."""
     srv = start_vidchat_serve(tmp_path)
     yield srv
-    stop_vidchat_serve(srv)
+    srv.stop()
 
 
 def test_sigterm_drains_in_flight_refuses_new_and_leaves_no_process(own_server):

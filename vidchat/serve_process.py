@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -37,7 +37,7 @@ class ServeProcess:
     """The engine's log (`--log-file`), when one was asked for."""
     output_file: Path | None = None
     """Where `vidchat serve`'s own stdout and stderr went, when not to ours."""
-    ready_after_s: float = field(default=0.0)
+    ready_after_s: float = 0.0
 
     @classmethod
     def start(
