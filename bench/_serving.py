@@ -55,15 +55,14 @@ def start_server(overrides: tuple[str, ...] = (), *, profile: Path = BENCH_PROFI
 
 
 def ensure_checkpoint(profile: Path = BENCH_PROFILE) -> Path:
-    """The profile's generated checkpoint, made now if missing (what `vidchat serve` does)."""
+    """The profile's generated checkpoint, made now if missing or stale (as `vidchat serve`
+    does)."""
     from vidchat.server.config import load_config
-    from vidchat.server.tiny_model import make_tiny_model
+    from vidchat.server.launcher import ensure_model
 
     cfg = load_config(profile)
-    path = Path(cfg.model_path)
-    if not (path / "config.json").exists():
-        make_tiny_model(path, preset=cfg.generate_model or "bench")
-    return path
+    ensure_model(cfg)
+    return Path(cfg.model_path)
 
 
 def load_snapshot() -> dict[str, Any]:

@@ -7,7 +7,8 @@ seed pipeline (seed/video_text_to_text.md, reimplemented here, not imported):
     at a time. Frames are sampled once per video and reused for its questions, as the
     seed does. Two deliberate differences from the guide's text: bfloat16 instead of float16
     (the CPU fast path, and the dtype the vLLM server runs), and the prompt rendered by the
-    checkpoint's chat template, so both engines see the very same prompt tokens.
+    checkpoint's chat template (`seed_prompt`: the hub template's rendering), so both engines
+    see the very same prompt tokens.
     min_new_tokens = max_new_tokens makes every answer as long as the server's ignore_eos
     ones.
 
@@ -201,9 +202,7 @@ def run_seed(job: SeedJob, progress: bool = True) -> SeedResult:
             out.sample_s += time.perf_counter() - t0
         images = frames[video]
         t_ready = time.perf_counter()  # TTFT counts from here, as vidchat's (frames ready)
-        messages = [{"role": "user", "content": [*({"type": "image"} for _ in images),
-                                                 {"type": "text", "text": question}]}]
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+        prompt = seed_prompt(processor, len(images), question)
         inputs = processor(text=prompt, images=images, return_tensors="pt")
         inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
         clock = StepClock()
@@ -221,6 +220,15 @@ def run_seed(job: SeedJob, progress: bool = True) -> SeedResult:
         out.completion_tokens += int(output.shape[1]) - n_in
     out.wall_s = time.perf_counter() - t_start
     return out
+
+
+def seed_prompt(processor: Any, n_images: int, question: str) -> str:
+    """The seed pipeline's prompt: the checkpoint's chat template, which renders exactly what
+    the hub's does (tests/test_bench.py holds it against the hub template), instead of the
+    guide's hand-built string (no newline after the role, none after <|im_end|>)."""
+    messages = [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)),
+                                             {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
 
 
 def run_seed_subprocess(jobs: Sequence[SeedJob], workdir: Path, progress: bool = True,

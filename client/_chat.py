@@ -51,9 +51,15 @@ class Answer:
     frames: int
     bytes_sent: int  # image payload bytes uploaded for this request (0 when all were cached)
     timings: dict[str, float] = field(default_factory=dict)
+    logprobs: list[Any] | None = None
+    """Per generated token, the SDK's ``ChatCompletionTokenLogprob`` (with its
+    ``top_logprobs``), when the request asked for ``logprobs=True``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if self.logprobs is not None:
+            out["logprobs"] = [lp.model_dump() for lp in self.logprobs]
+        return out
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class _StreamTally:
         self.usage: Any = None
         self.started = False
         """True once a chunk with a choice arrived: the server has prefilled the prompt."""
+        self.logprobs: list[Any] | None = None
 
     def text_of(self, chunk: Any) -> str | None:
         self.model = chunk.model or self.model
@@ -156,6 +163,8 @@ class _StreamTally:
         choice = chunk.choices[0]
         if choice.finish_reason:
             self.finish_reason = choice.finish_reason
+        if choice.logprobs is not None and choice.logprobs.content:
+            self.logprobs = [*(self.logprobs or []), *choice.logprobs.content]
         text = choice.delta.content or None
         if text:
             self.pieces.append(text)
@@ -170,11 +179,11 @@ class _StreamTally:
 
     def answer(self, video: EncodedVideo, sent: int, timings: dict[str, float]) -> Answer:
         return _answer("".join(self.pieces), self.model, self.finish_reason, self.usage, video,
-                       sent, timings)
+                       sent, timings, self.logprobs)
 
 
 def _answer(text: str, model: str, finish_reason: str | None, usage: Any, video: EncodedVideo,
-            sent: int, timings: dict[str, float]) -> Answer:
+            sent: int, timings: dict[str, float], logprobs: list[Any] | None = None) -> Answer:
     return Answer(
         text=text,
         model=model,
@@ -184,6 +193,7 @@ def _answer(text: str, model: str, finish_reason: str | None, usage: Any, video:
         frames=len(video),
         bytes_sent=sent,
         timings=timings,
+        logprobs=logprobs,
     )
 
 
@@ -306,7 +316,8 @@ class _Core:
         kwargs = {"max_tokens": C.DEFAULT_MAX_TOKENS, "temperature": 0.0, **gen}
         extra_body = kwargs.pop("extra_body", None) or {}
         for key in ("ignore_eos", "top_k", "min_p", "min_tokens", "repetition_penalty",
-                    "skip_special_tokens"):  # vLLM sampling parameters the SDK lacks
+                    "skip_special_tokens", "cache_salt",
+                    "return_tokens_as_token_ids"):  # vLLM parameters the SDK lacks
             if key in kwargs:
                 extra_body[key] = kwargs.pop(key)
         headers = {C.SESSION_HEADER: video.key, **(kwargs.pop("extra_headers", None) or {})}
@@ -326,8 +337,9 @@ class _Core:
     def answer(self, resp: Any, video: EncodedVideo, sent: int, timings: dict[str, float]
                ) -> Answer:
         choice = resp.choices[0]
+        logprobs = choice.logprobs.content if choice.logprobs is not None else None
         return _answer(choice.message.content or "", resp.model, choice.finish_reason,
-                       resp.usage, video, sent, timings)
+                       resp.usage, video, sent, timings, logprobs)
 
     def limits_from(self, listing: Any) -> ServerLimits:
         models = list(listing.data)

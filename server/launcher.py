@@ -41,17 +41,19 @@ def check_safe_to_serve(cfg: ServeConfig, environ: dict[str, str]) -> None:
 
 
 def ensure_model(cfg: ServeConfig, out: TextIO = sys.stderr) -> None:
-    """Generate the profile's random-weight checkpoint on first use."""
+    """Generate the profile's random-weight checkpoint on first use, and again when an older
+    version of the generator made the one there."""
     if not cfg.generate_model:
         return
-    path = Path(cfg.model_path)
-    if (path / "config.json").is_file():
-        return
-    from vidchat.server.tiny_model import make_tiny_model
+    from vidchat.server.tiny_model import is_current, make_tiny_model
 
-    print(f"vidchat: generating the {cfg.generate_model} checkpoint at {path} (first use)",
+    path = Path(cfg.model_path)
+    if (path / "config.json").is_file() and is_current(path, cfg.generate_model):
+        return
+    why = "an older generator made the one there" if path.exists() else "first use"
+    print(f"vidchat: generating the {cfg.generate_model} checkpoint at {path} ({why})",
           file=out, flush=True)
-    make_tiny_model(path, preset=cfg.generate_model)
+    make_tiny_model(path, preset=cfg.generate_model, replace=True)
 
 
 def _health_ok(url: str, timeout: float = 2.0) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from _hub import hub_prompt
 
 from vidchat.client import VideoChat, build_messages, sample_frames
 from vidchat.limits import TOKENS_PER_IMAGE
@@ -17,17 +18,14 @@ QUESTION = "What is happening in this video?"
 
 
 def text_tokens(model_dir: Path, n_images: int, question: str) -> int:
-    """Tokens of the rendered prompt other than the image placeholders, counted with the
-    checkpoint's own tokenizer and chat template."""
+    """Tokens of the reference prompt other than the image placeholders: the prompt the
+    published checkpoints' template renders (tests/fixtures/hub_template), counted with the
+    checkpoint's tokenizer."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    messages = [{"role": "user", "content": [*([{"type": "image"}] * n_images),
-                                             {"type": "text", "text": question}]}]
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-    image_id = tok.convert_tokens_to_ids("<image>")
-    assert ids.count(image_id) == n_images
+    ids = tok(hub_prompt(n_images, question), add_special_tokens=False)["input_ids"]
+    assert ids.count(tok.convert_tokens_to_ids("<image>")) == n_images
     return len(ids) - n_images
 
 
@@ -68,3 +66,21 @@ def test_videochat_ask_end_to_end(server, h264_clip):
     assert answer.prompt_tokens == 4 * TOKENS_PER_IMAGE + text_tokens(server.model_dir, 4,
                                                                       QUESTION)
     assert 1 <= answer.completion_tokens <= 6
+
+
+def test_the_served_prompt_is_the_hub_rendering_token_for_token(server, h264_clip):
+    """What vLLM tokenizes is the hub template's prompt with each <image> expanded to its 729
+    placeholders: nothing added around the frames, so 4 more frames cost exactly 4 x 729."""
+    import httpx
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(server.model_dir))
+    lengths = {}
+    for n in (4, 8):
+        messages = build_messages(sample_frames(h264_clip, n), QUESTION)
+        served = httpx.post(server.url + "/tokenize", timeout=60, json={
+            "model": server.model, "messages": messages, "add_generation_prompt": True}).json()
+        reference = hub_prompt(n, QUESTION).replace("<image>", "<image>" * TOKENS_PER_IMAGE)
+        assert served["tokens"] == tok(reference, add_special_tokens=False)["input_ids"]
+        lengths[n] = served["count"]
+    assert lengths[8] - lengths[4] == 4 * TOKENS_PER_IMAGE

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _hub import hub_render
 
 from vidchat.server.tiny_model import checkpoint_digest, make_tiny_model
 
@@ -59,8 +60,25 @@ def test_transformers_loads_it_whole_and_renders_images_first(tiny: Path):
     messages = [{"role": "user", "content": [
         {"type": "text", "text": "What happens?"}, {"type": "image"}, {"type": "image"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    assert prompt == ("<|im_start|>user\n<image>\n<image>\nWhat happens?<|im_end|>\n"
-                      "<|im_start|>assistant\n")
+    # The reference: what the published checkpoints' template renders for the same messages.
+    assert prompt == hub_render(messages) == (
+        "<|im_start|>user\n<image><image>\nWhat happens?<|im_end|>\n<|im_start|>assistant\n")
     ids = processor.tokenizer(prompt)["input_ids"]
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     assert ids.count(image_id) == 2 and image_id == model.config.image_token_id
+
+
+@pytest.mark.parametrize("n_images", [1, 8])
+def test_the_seed_baseline_sends_the_hub_prompt(tiny: Path, n_images: int):
+    """Throughput comparisons compare equal work: the seed pipeline's prompt is the hub's."""
+    import sys
+
+    from _hub import hub_prompt
+    from transformers import AutoProcessor
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from baselines import seed_prompt
+
+    processor = AutoProcessor.from_pretrained(str(tiny))
+    question = "Are these two cats doing the same thing?"
+    assert seed_prompt(processor, n_images, question) == hub_prompt(n_images, question)

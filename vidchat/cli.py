@@ -90,6 +90,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     question=args.question)
 
 
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from vidchat.parity import run_parity_command
+
+    return run_parity_command(config=args.config, server=args.server, video=args.video,
+                              frames=args.frames, question=args.question, tokens=args.tokens)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from vidchat.client._constants import default_api_key, default_base_url
     from vidchat.loadgen import (
@@ -219,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on-error", action="store_true",
                    help="exit 1 when any request failed")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("parity", help="check the served model against transformers on the "
+                       "same frames (prompt length, first-token and greedy logprobs)")
+    p.add_argument("--config", default=str(DEFAULT_PROFILE),
+                   help="profile to serve and to take the checkpoint from")
+    p.add_argument("--server", help="check this running server instead of starting one "
+                   "(it must serve the profile's checkpoint)")
+    p.add_argument("--video", help="video to sample (default: a generated test clip)")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--question", default="What is happening in this video?")
+    p.add_argument("--tokens", type=int, default=32, help="greedy tokens compared")
+    p.set_defaults(func=_cmd_parity)
 
     p = sub.add_parser("demo", help="the main job end to end on the generated CPU checkpoint")
     p.add_argument("--config", default=str(DEFAULT_PROFILE))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from vidchat.errors import VidchatError
+from vidchat.limits import TOKENS_PER_IMAGE
 from vidchat.serve_process import ServeProcess, free_port
 
 
@@ -58,8 +59,8 @@ def run_demo(config: str, port: int = 0, frames: int = 8,
         print("   (random weights: the generated checkpoint answers gibberish by design; the "
               "real checkpoints on a GPU answer in English)")
         print(f"usage: prompt_tokens={answer.prompt_tokens} "
-              f"({answer.frames} frames x 729 image tokens + "
-              f"{answer.prompt_tokens - answer.frames * 729} text tokens), "
+              f"({answer.frames} frames x {TOKENS_PER_IMAGE} image tokens + "
+              f"{answer.prompt_tokens - answer.frames * TOKENS_PER_IMAGE} text tokens), "
               f"completion_tokens={answer.completion_tokens}")
         print(f"timings: sample {t_sample:.2f} s, encode "
               f"{answer.timings['prepare_s']:.2f} s, request {answer.timings['request_s']:.2f} s; "
