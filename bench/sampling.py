@@ -62,12 +62,12 @@ def _baseline(path: str, num_frames: int) -> list[bytes]:
     from baselines import seed_sample_frames
     from PIL import Image
 
-    from vidchat.client._encoding import encode_frames
+    from vidchat.client import encode_video
     from vidchat.limits import FRAME_SIZE
 
     frames = seed_sample_frames(path, num_frames)
     small = [im.resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BICUBIC) for im in frames]
-    return encode_frames(small)
+    return [f.jpeg for f in encode_video(small).frames]
 
 
 def _measure(method: str, path: str) -> dict:
@@ -75,9 +75,7 @@ def _measure(method: str, path: str) -> dict:
     import numpy  # noqa: F401
     from PIL import Image  # noqa: F401
 
-    from vidchat.client import _decode_worker
-    from vidchat.client._encoding import encode_frames
-    from vidchat.client._sampling import sample_frames
+    from vidchat.client import encode_video, sample_frames, shutdown_decode_workers
 
     if method == "baseline":
         import baselines  # noqa: F401 - the seed's sampler (bench/baselines.py)
@@ -102,7 +100,7 @@ def _measure(method: str, path: str) -> dict:
             frames = sample_frames(path, NUM_FRAMES, **kwargs)
             run.backend = frames.backend  # type: ignore[attr-defined]
             run.indices = frames.indices  # type: ignore[attr-defined]
-            return encode_frames(frames.images)
+            return [f.jpeg for f in encode_video(frames.images).frames]
 
     if method == "ours-worker":  # measure a warm worker: start it and wait for it outside
         run()
@@ -120,7 +118,7 @@ def _measure(method: str, path: str) -> dict:
         "indices": getattr(run, "indices", None),
     }
     if method.startswith("ours-worker"):
-        _decode_worker.shutdown()  # the worker exits: its peak shows in RUSAGE_CHILDREN
+        shutdown_decode_workers()  # the worker exits: its peak shows in RUSAGE_CHILDREN
         result["worker_peak_bytes"] = _peak_bytes(resource.RUSAGE_CHILDREN)
     return result
 

@@ -13,7 +13,10 @@ from vidchat.client._chat import (
     ServerLimits,
     VideoChat,
 )
+from vidchat.client._constants import default_api_key, default_base_url
+from vidchat.client._decode_worker import shutdown as shutdown_decode_workers
 from vidchat.client._messages import EncodedVideo, build_messages, encode_video
+from vidchat.client._remote import FetchLimits
 from vidchat.client._sampling import Frames, sample_frames
 from vidchat.errors import (
     APIError,
@@ -22,6 +25,7 @@ from vidchat.errors import (
     FrameBudgetError,
     OverloadedError,
     RemoteVideoError,
+    SamplingArgumentError,
     ServerUnavailableError,
     StreamInterruptedError,
     VidchatError,
@@ -39,10 +43,12 @@ __all__ = [
     "BadRequestError",
     "ChunkStream",
     "EncodedVideo",
+    "FetchLimits",
     "FrameBudgetError",
     "Frames",
     "OverloadedError",
     "RemoteVideoError",
+    "SamplingArgumentError",
     "ServerLimits",
     "ServerUnavailableError",
     "StreamInterruptedError",
@@ -52,6 +58,9 @@ __all__ = [
     "VideoNotFoundError",
     "VidchatError",
     "build_messages",
+    "default_api_key",
+    "default_base_url",
     "encode_video",
     "sample_frames",
+    "shutdown_decode_workers",
 ]

@@ -14,7 +14,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ import openai
 
 from vidchat.client import _constants as C
 from vidchat.client._messages import EncodedVideo, content_parts, encode_video
-from vidchat.client._remote import FetchLimits, fetch_video
+from vidchat.client._remote import FetchLimits
 from vidchat.client._sampling import Frames, sample_frames
 from vidchat.errors import (
     APIError,
@@ -286,10 +285,8 @@ class _Core:
     def prepare(self, video: VideoInput, frames: int, sampling: dict[str, Any]) -> EncodedVideo:
         if isinstance(video, (EncodedVideo, Frames)):
             return encode_video(video)
-        if isinstance(video, (str, Path)) and str(video).startswith(("http://", "https://")):
-            with fetch_video(str(video), self.fetch_limits) as path:
-                return encode_video(sample_frames(path, frames, **sampling))
-        return encode_video(sample_frames(video, frames, **sampling))
+        return encode_video(sample_frames(video, frames, fetch_limits=self.fetch_limits,
+                                          **sampling))
 
     def check_budget(self, video: EncodedVideo, question: str, max_tokens: int) -> None:
         limits = self.limits

@@ -332,7 +332,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _serve() -> None:
-    from vidchat.client._sampling import decode
+    from vidchat.client._decode import decode
 
     # Replies go to a private copy of stdout; fd 1 then points at stderr, so whatever a C
     # library or a stray print writes cannot land inside a reply.

@@ -37,7 +37,9 @@ from _clips import (
 )
 
 from vidchat.client import _decode_worker, _sampling
-from vidchat.client._sampling import DecodeRequest, plan_samples, sample_frames
+from vidchat.client._decode import DecodeRequest
+from vidchat.client._plan import SamplingSpec, plan_samples
+from vidchat.client._sampling import sample_frames
 from vidchat.errors import VidchatError, VideoDecodeError, VideoNotFoundError
 from vidchat.limits import FRAME_SIZE
 
@@ -202,7 +204,7 @@ def test_wrong_or_missing_frame_count_metadata(clips, clip, times, first_number)
     for n, kw in ((8, {}), (4, {"start": 1.0}), (3, {"start": 0.3, "end": 1.2})):
         frames = _sample_checked(clips(clip), n, **kw)
         assert frames.duration == pytest.approx(duration, abs=1e-3)
-        assert frames.indices == list(plan_samples(times, duration, n, **kw).indices)
+        assert frames.indices == list(plan_samples(times, duration, SamplingSpec(n, **kw)).indices)
         assert frames.timestamps == pytest.approx([times[i] for i in frames.indices], abs=1e-3)
         assert [frame_number(im) for im in frames.images] == [
             i + first_number for i in frames.indices

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from vidchat.client._remote import FetchLimits, fetch_video, resolve_checked
+from vidchat.client import FetchLimits, sample_frames
+from vidchat.client._remote import fetch_video, resolve_checked
 from vidchat.errors import RemoteVideoError, VidchatError
 
 PAYLOAD = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64  # 16 KiB "video"
+SERVED_CLIP: dict[str, bytes] = {}  # a real video the origin serves at /clip.mp4
 LOCAL = FetchLimits(trusted_addresses=frozenset({"127.0.0.1"}), total_timeout_s=3,
                     read_timeout_s=2, max_bytes=64 * 1024)
 
@@ -37,6 +39,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "/oversend": self._oversend,
             "/trickle": self._trickle,
             "/missing": lambda: self.send_error(404),
+            "/clip.mp4": lambda: self._send(SERVED_CLIP["bytes"]),
         }
         routes.get(self.path, lambda: self.send_error(404))()
 
@@ -156,3 +159,15 @@ def test_temporary_file_is_removed_even_when_the_caller_fails(origin: str):
         kept.append(path)
         raise RuntimeError("caller failed")
     assert not kept[0].exists()
+
+
+def test_sample_frames_takes_an_http_url_with_the_same_limits(origin: str, h264_clip: Path):
+    SERVED_CLIP["bytes"] = h264_clip.read_bytes()
+    trusted = FetchLimits(trusted_addresses=frozenset({"127.0.0.1"}))
+    remote = sample_frames(origin + "/clip.mp4", 3, fetch_limits=trusted)
+    local = sample_frames(h264_clip, 3)
+    assert remote.timestamps == local.timestamps and remote.indices == local.indices
+    assert [im.tobytes() for im in remote.images] == [im.tobytes() for im in local.images]
+    assert remote.source == origin + "/clip.mp4"
+    with pytest.raises(RemoteVideoError, match="private or local address"):
+        sample_frames(origin + "/clip.mp4", 3)  # default limits: loopback is not fetched

@@ -28,20 +28,15 @@ from _clips import (
 from PIL import Image
 
 from vidchat.client import _decode_worker
+from vidchat.client._decode import DecodeRequest, decode
 from vidchat.client._encoding import encode_frames, encode_jpeg, frame_uuid, to_data_url
-from vidchat.client._sampling import (
-    DecodeRequest,
-    SamplingArgumentError,
-    _to_rgb_array,
-    decode,
-    frame_at,
-    plan_reads,
-    plan_samples,
-    sample_frames,
-    sample_times,
-)
+from vidchat.client._plan import SamplingSpec, frame_at, plan_reads, sample_times
+from vidchat.client._plan import plan_samples as _plan_samples
+from vidchat.client._pyav import to_rgb_array
+from vidchat.client._sampling import sample_frames
 from vidchat.errors import (
     RemoteVideoError,
+    SamplingArgumentError,
     VidchatError,
     VideoDecodeError,
     VideoError,
@@ -74,17 +69,22 @@ def sample(path, *args, **kw):
 # ---------------------------------------------------------------------------- the plan (pure)
 
 
+def plan_samples(times, duration, num_frames=8, **kw):
+    """The planner on a spec made of these arguments (checked as the spec is made)."""
+    return _plan_samples(times, duration, SamplingSpec(num_frames, **kw))
+
+
 def test_sample_times_are_segment_centres():
-    assert sample_times(2.0, 4) == [0.25, 0.75, 1.25, 1.75]
-    assert sample_times(10.0, 2, start=2, end=6) == [3.0, 5.0]
-    assert sample_times(10.0, 1, start=4) == [7.0]
-    assert sample_times(2.0, 2, end=99) == [0.5, 1.5]  # end is clamped to the video
+    assert sample_times(2.0, SamplingSpec(4)) == [0.25, 0.75, 1.25, 1.75]
+    assert sample_times(10.0, SamplingSpec(2, start=2, end=6)) == [3.0, 5.0]
+    assert sample_times(10.0, SamplingSpec(1, start=4)) == [7.0]
+    assert sample_times(2.0, SamplingSpec(2, end=99)) == [0.5, 1.5]  # end is clamped to the video
 
 
 def test_sample_times_fps_mode_is_capped_at_num_frames():
-    assert sample_times(10.0, 8, fps=0.5) == [1.0, 3.0, 5.0, 7.0, 9.0]
-    assert len(sample_times(10.0, 8, fps=30)) == 8
-    assert sample_times(0.2, 8, fps=1) == [0.1]  # at least one frame
+    assert sample_times(10.0, SamplingSpec(8, fps=0.5)) == [1.0, 3.0, 5.0, 7.0, 9.0]
+    assert len(sample_times(10.0, SamplingSpec(8, fps=30))) == 8
+    assert sample_times(0.2, SamplingSpec(8, fps=1)) == [0.1]  # at least one frame
 
 
 def test_frame_at_picks_the_frame_on_screen():
@@ -294,7 +294,7 @@ def test_containers_without_frame_counts_and_long_gops(clips, backend, clip):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_seeks_across_short_gops_land_on_the_right_frames(clips, backend):
     # A keyframe every 6 frames, B-frames in between: 8, 24 and 40 are each worth a seek.
-    result = decode(DecodeRequest(str(clips("short_gop")), 3, backend=backend))
+    result = decode(DecodeRequest(str(clips("short_gop")), SamplingSpec(3), backend=backend))
     assert result.indices == [8, 24, 40]
     assert [frame_number(Image.fromarray(a)) for a in result.arrays] == result.indices
     if backend == "pyav":
@@ -303,7 +303,8 @@ def test_seeks_across_short_gops_land_on_the_right_frames(clips, backend):
         # frame's own packet and drains the decoder there (8 packets); feeding on until the
         # B-frame delay lets the frame out took 15.
         assert result.stats["packets_decoded"] <= 8
-    dense = decode(DecodeRequest(str(clips("short_gop")), 40, start=0.2, backend=backend))
+    dense = decode(DecodeRequest(str(clips("short_gop")), SamplingSpec(40, start=0.2),
+                                 backend=backend))
     assert [frame_number(Image.fromarray(a)) for a in dense.arrays] == dense.indices
     assert len(set(dense.indices)) == 40 and dense.indices[0] == 5  # 0.2225 s: frame 5
 
@@ -315,14 +316,14 @@ def test_seeked_frames_equal_a_full_decode_pixel_for_pixel(clips, count):
     import av
 
     path = str(clips("short_gop"))
-    result = decode(DecodeRequest(path, count, backend="pyav"))
+    result = decode(DecodeRequest(path, SamplingSpec(count), backend="pyav"))
     with av.open(path) as container:
         stream = container.streams.video[0]
         shown = sorted(
             (f for p in container.demux(stream) for f in stream.codec_context.decode(p)),
             key=lambda f: f.pts,
         )
-        full = [_to_rgb_array(shown[i], 384) for i in result.indices]
+        full = [to_rgb_array(shown[i], 384) for i in result.indices]
     assert len(result.arrays) == min(count, len(shown))
     for i, got, want in zip(result.indices, result.arrays, full, strict=True):
         assert np.array_equal(got, want), f"frame {i} differs from a full decode"
@@ -369,8 +370,8 @@ def test_missing_paths_and_directories(tmp_path):
 
 
 def test_bad_sources_and_arguments(tmp_path):
-    with pytest.raises(RemoteVideoError, match="download"):
-        sample("https://example.com/v.mp4")
+    with pytest.raises(RemoteVideoError, match="private or local address"):
+        sample("https://10.0.0.1/v.mp4")  # fetched like any URL, and refused before connecting
     with pytest.raises(RemoteVideoError, match="not supported"):
         sample("rtsp://camera/stream")
     with pytest.raises(SamplingArgumentError, match="Unknown backend 'opencv'"):
@@ -424,7 +425,8 @@ def test_worker_crash_and_hang_raise_and_the_next_call_works(clips):
     with pytest.raises(VideoDecodeError, match="longer than 0.5s"):
         _decode_worker.run_isolated(_HangOnLoad(), timeout=0.5)
     assert time.monotonic() - started < 5
-    result = _decode_worker.run_isolated(DecodeRequest(str(clips("cfr")), 2, backend="pyav"))
+    result = _decode_worker.run_isolated(DecodeRequest(str(clips("cfr")), SamplingSpec(2),
+                                                       backend="pyav"))
     assert result.indices == [12, 36]
 
 
@@ -434,7 +436,8 @@ def test_workers_serve_threads_in_parallel_and_exit_when_idle(clips, monkeypatch
 
     monkeypatch.setattr(_decode_worker, "WORKER_IDLE_S", 0.2)
     pool = _decode_worker._Pool(2)
-    requests = [DecodeRequest(str(clips(c)), 3, backend="pyav") for c in ("cfr", "vfr") * 2]
+    requests = [DecodeRequest(str(clips(c)), SamplingSpec(3), backend="pyav")
+                for c in ("cfr", "vfr") * 2]
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(lambda r: pool.run(r, 30), requests))
     assert [r.indices for r in results] == [[8, 24, 40], [16, 32, 42]] * 2

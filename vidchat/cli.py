@@ -98,7 +98,7 @@ def _cmd_parity(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from vidchat.client._constants import default_api_key, default_base_url
+    from vidchat.client import default_api_key, default_base_url
     from vidchat.loadgen import (
         BenchSettings,
         format_report,

@@ -5,7 +5,8 @@
     ├── VideoError                a video cannot be turned into frames
     │   ├── VideoNotFoundError    the path does not exist or is not a file
     │   ├── VideoDecodeError      not a video, truncated, no video stream, decoder failure
-    │   └── RemoteVideoError      an http(s) video could not be fetched safely
+    │   ├── RemoteVideoError      an http(s) video could not be fetched safely
+    │   └── SamplingArgumentError a sampling argument is out of range (also a ValueError)
     ├── FrameBudgetError          the request cannot fit the server's context or frame limit
     ├── APIError                  the server answered with an error or did not answer
     │   ├── BadRequestError       HTTP 400: the request is wrong; retrying will not help
@@ -47,6 +48,10 @@ class VideoDecodeError(VideoError):
 
 class RemoteVideoError(VideoError):
     """An http(s) video could not be downloaded within the safety limits."""
+
+
+class SamplingArgumentError(VideoError, ValueError):
+    """An argument of `sample_frames` is out of range (frame count, window, size, backend)."""
 
 
 class FrameBudgetError(VidchatError):
