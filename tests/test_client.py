@@ -1,5 +1,6 @@
 """The client against the real CPU server: ask, stream, ask_many, batch, timestamps, the frame
-budget, and the frame cache's resend path."""
+budget, and the frame cache's resend path. Every client test runs against both twins,
+VideoChat and AsyncVideoChat (tests/_twins.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _twins import KINDS, Twin
 
 from vidchat.client import (
     AsyncVideoChat,
     FrameBudgetError,
-    VideoChat,
     VideoNotFoundError,
     build_messages,
     sample_frames,
@@ -33,10 +34,7 @@ class Counter:
     def __init__(self) -> None:
         self.requests: list[tuple[str, int]] = []
         self.statuses: list[int] = []
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(event_hooks={"request": [self._req], "response": [self._resp]},
-                            timeout=120)
+        self.hooks = {"request": [self._req], "response": [self._resp]}
 
     def _req(self, request: httpx.Request) -> None:
         self.requests.append((request.url.path, len(request.content)))
@@ -49,6 +47,11 @@ class Counter:
         return [n for path, n in self.requests if path.endswith("/chat/completions")]
 
 
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     d = tmp_path_factory.mktemp("client-clips")
@@ -56,8 +59,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
                            source=s) for s in ("testsrc2", "smptebars", "rgbtestsrc")]
 
 
-def test_ask_reports_answer_usage_and_timings(server, clips):
-    with VideoChat(server.base_url) as chat:
+def test_ask_reports_answer_usage_and_timings(server, clips, kind):
+    with Twin(kind, server.base_url) as chat:
         answer = chat.ask(clips[0], "What is happening?", frames=8, max_tokens=12)
     assert answer.model == server.model and answer.frames == 8
     assert answer.prompt_tokens > 8 * TOKENS_PER_IMAGE
@@ -67,19 +70,22 @@ def test_ask_reports_answer_usage_and_timings(server, clips):
     assert set(answer.timings) == {"prepare_s", "request_s"}
 
 
-def test_stream_yields_the_same_answer_as_ask(server, clips):
-    with VideoChat(server.base_url) as chat:
+def test_stream_yields_the_same_answer_as_ask(server, clips, kind):
+    with Twin(kind, server.base_url) as chat:
         video = chat.prepare(clips[1], 4)
         whole = chat.ask(video, "Describe it.", max_tokens=16).text
         pieces = list(chat.stream(video, "Describe it.", max_tokens=16))
     assert len(pieces) > 1 and "".join(pieces) == whole
 
 
-def test_ask_many_uploads_once_and_later_questions_are_faster(server, clips):
+def test_ask_many_uploads_once_and_later_questions_are_faster(server, tmp_path, kind):
+    # Frames no other test sent (each twin its own): the first question must prefill them.
+    clip = make_demo_clip(tmp_path / "ask-many.mp4", seconds=3, size="480x270",
+                          rate=15 if kind == "sync" else 16, source="rgbtestsrc")
     counter = Counter()
     questions = [f"Question {i}: what do you see?" for i in range(6)]
-    with VideoChat(server.base_url, http_client=counter.client()) as chat:
-        answers = chat.ask_many(clips[2], questions, frames=8, max_tokens=4, concurrency=3)
+    with Twin(kind, server.base_url, hooks=counter.hooks) as chat:
+        answers = chat.ask_many(clip, questions, frames=8, max_tokens=4, concurrency=3)
     assert [a.frames for a in answers] == [8] * 6
     # The first answer is streamed (the rest are released when it starts); it still
     # reports its text, finish reason and usage like the others.
@@ -94,10 +100,11 @@ def test_ask_many_uploads_once_and_later_questions_are_faster(server, clips):
     assert statistics.median(a.timings["request_s"] for a in answers[1:]) < first
 
 
-def test_batch_keeps_order_and_reports_failures_in_place(server, clips, tmp_path, capsys):
+def test_batch_keeps_order_and_reports_failures_in_place(server, clips, tmp_path, capsys,
+                                                         kind):
     items = [(clips[i % 3], f"Item {i}?") for i in range(5)]
     items.insert(2, (tmp_path / "missing.mp4", "Lost?"))
-    with VideoChat(server.base_url) as chat:
+    with Twin(kind, server.base_url) as chat:
         results = chat.batch(items, concurrency=3, frames=2, max_tokens=3, progress=True)
     assert len(results) == 6
     assert isinstance(results[2], VideoNotFoundError)
@@ -113,18 +120,6 @@ def test_async_client_asks_concurrently(server, clips):
 
     answers = asyncio.run(go())
     assert [a.frames for a in answers] == [2, 2, 2]
-
-
-def test_async_ask_many_streams_the_first_then_reuses_its_frames(server, clips):
-    async def go():
-        async with AsyncVideoChat(server.base_url) as chat:
-            return await chat.ask_many(clips[1], ["One?", "Two?", "Three?"], frames=3,
-                                       max_tokens=3, concurrency=2)
-
-    answers = asyncio.run(go())
-    assert [a.completion_tokens for a in answers] == [3, 3, 3]
-    assert answers[0].prompt_tokens > 3 * TOKENS_PER_IMAGE
-    assert answers[0].bytes_sent > 0 and [a.bytes_sent for a in answers[1:]] == [0, 0]
 
 
 def test_timestamp_labels_land_beside_their_frames(server, clips):
@@ -144,9 +139,9 @@ def test_timestamp_labels_land_beside_their_frames(server, clips):
     assert resp["token_strs"].count("<image>") == 3 * TOKENS_PER_IMAGE
 
 
-def test_budget_refusal_happens_before_anything_is_sent(server, clips):
+def test_budget_refusal_happens_before_anything_is_sent(server, clips, kind):
     counter = Counter()
-    with VideoChat(server.base_url, http_client=counter.client()) as chat:
+    with Twin(kind, server.base_url, hooks=counter.hooks) as chat:
         with pytest.raises(FrameBudgetError, match="limit of 16"):
             chat.ask(clips[0], "Too many?", frames=20, max_tokens=4)
         with pytest.raises(FrameBudgetError, match="context"):
@@ -154,11 +149,12 @@ def test_budget_refusal_happens_before_anything_is_sent(server, clips):
     assert counter.chat_bodies() == []  # only /v1/models was asked
 
 
-def test_a_forgotten_frame_is_uploaded_again_once(server, tmp_path):
-    fresh = make_demo_clip(tmp_path / "fresh.mp4", seconds=2, size="352x288", rate=10,
+def test_a_forgotten_frame_is_uploaded_again_once(server, tmp_path, kind):
+    fresh = make_demo_clip(tmp_path / "fresh.mp4", seconds=2, size="352x288",
+                           rate=10 if kind == "sync" else 12,
                            source="yuvtestsrc")  # frames no other test has sent
     counter = Counter()
-    with VideoChat(server.base_url, http_client=counter.client()) as chat:
+    with Twin(kind, server.base_url, hooks=counter.hooks) as chat:
         video = chat.prepare(fresh, 3)
         # Pretend these frames were uploaded before: the server has never seen them.
         chat._core.uploaded.add(f.uuid for f in video.frames)

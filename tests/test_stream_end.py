@@ -9,15 +9,14 @@ are the real ones. (tests/test_faults.py kills a real engine mid-stream.)
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 import pytest
+from _twins import KINDS, Twin
 from PIL import Image
 
-from vidchat.client import AsyncVideoChat, StreamInterruptedError, VideoChat
-from vidchat.client._sampling import Frames
+from vidchat.client import Frames, StreamInterruptedError
 
 PIECES = ["The ", "car ", "is ", "red."]
 
@@ -48,6 +47,14 @@ def handler(finish_reason: str | None):
     return handle
 
 
+URL = "http://vidchat.test/v1"
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
 def frames() -> Frames:
     images = [Image.new("RGB", (384, 384), (i * 60, 0, 0)) for i in range(2)]
@@ -55,44 +62,29 @@ def frames() -> Frames:
 
 
 @pytest.mark.parametrize("reason", ["stop", "length"])
-def test_a_complete_answer_streams_whole(frames, reason):
-    http = httpx.Client(transport=httpx.MockTransport(handler(reason)))
-    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+def test_a_complete_answer_streams_whole(frames, reason, kind):
+    with Twin(kind, URL, transport=handler(reason), max_retries=0) as chat:
         assert list(chat.stream(frames, "What color?")) == PIECES
 
 
 @pytest.mark.parametrize("reason", ["abort", "error", None])
-def test_a_stream_that_stops_short_raises_after_the_text_it_had(frames, reason):
-    http = httpx.Client(transport=httpx.MockTransport(handler(reason)))
+def test_a_stream_that_stops_short_raises_after_the_text_it_had(frames, reason, kind):
     seen: list[str] = []
-    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+    with Twin(kind, URL, transport=handler(reason), max_retries=0) as chat:
         with pytest.raises(StreamInterruptedError, match=str(reason) if reason else "without"):
             for piece in chat.stream(frames, "What color?"):
                 seen.append(piece)
     assert seen == PIECES  # what arrived was passed on before the error
 
 
-@pytest.mark.parametrize("reason", ["abort", None])
-def test_the_async_stream_checks_the_end_too(frames, reason):
-    async def run() -> list[str]:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(handler(reason)))
-        async with AsyncVideoChat("http://vidchat.test/v1", http_client=http,
-                                  max_retries=0) as chat:
-            return [p async for p in chat.stream(frames, "What color?")]
-
-    with pytest.raises(StreamInterruptedError):
-        asyncio.run(run())
-
-
-def test_stopping_early_on_purpose_is_not_an_error(frames):
-    http = httpx.Client(transport=httpx.MockTransport(handler(None)))
-    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+def test_stopping_early_on_purpose_is_not_an_error(frames, kind):
+    with Twin(kind, URL, transport=handler(None), max_retries=0) as chat:
         stream = chat.stream(frames, "What color?")
         assert next(stream) == PIECES[0]
         stream.close()  # the caller had enough: no finish reason needed
 
 
-class BrokenBody(httpx.SyncByteStream):
+class BrokenBody(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A response body that breaks after ``prefix`` (the connection drops)."""
 
     def __init__(self, prefix: bytes) -> None:
@@ -102,6 +94,10 @@ class BrokenBody(httpx.SyncByteStream):
         if self.prefix:
             yield self.prefix
         raise httpx.RemoteProtocolError("peer closed connection without a complete body")
+
+    async def __aiter__(self):
+        for piece in self:
+            yield piece
 
 
 def completion(text: str) -> dict:
@@ -128,19 +124,31 @@ def ask_many_server(break_after_start: bool, calls: list[bool]):
     return handle
 
 
-def test_ask_many_asks_again_when_the_first_stream_breaks_before_it_starts(frames):
+def test_ask_many_asks_again_when_the_first_stream_breaks_before_it_starts(frames, kind):
     calls: list[bool] = []
-    http = httpx.Client(transport=httpx.MockTransport(ask_many_server(False, calls)))
-    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+    with Twin(kind, URL, transport=ask_many_server(False, calls), max_retries=0) as chat:
         answers = chat.ask_many(frames, ["One?", "Two?"])
     assert calls == [True, False, False]  # broken stream, the same question again, the next
     assert [a.text for a in answers] == ["answer 2", "answer 3"]
 
 
-def test_ask_many_does_not_hide_a_stream_that_broke_mid_answer(frames):
+def test_ask_many_does_not_hide_a_stream_that_broke_mid_answer(frames, kind):
     calls: list[bool] = []
-    http = httpx.Client(transport=httpx.MockTransport(ask_many_server(True, calls)))
-    with VideoChat("http://vidchat.test/v1", http_client=http, max_retries=0) as chat:
+    with Twin(kind, URL, transport=ask_many_server(True, calls), max_retries=0) as chat:
         with pytest.raises(StreamInterruptedError):
             chat.ask_many(frames, ["One?", "Two?"])
     assert calls[0] is True and calls.count(True) == 1  # never streamed again silently
+
+
+def test_open_stream_hands_over_a_live_stream_of_raw_chunks(frames, kind):
+    with Twin(kind, URL, transport=handler("stop"), max_retries=0) as chat:
+        stream = chat.open_stream(frames, "What color?")
+        assert stream.bytes_sent == sum(len(f.jpeg) for f in chat.prepare(frames).frames)
+        if kind == "sync":
+            chunks = list(stream)
+        else:
+            async def read() -> list:
+                return [c async for c in stream]
+            chunks = chat.loop.run_until_complete(read())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(PIECES) and chunks[-1].choices[0].finish_reason == "stop"

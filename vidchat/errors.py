@@ -8,6 +8,7 @@
     │   ├── RemoteVideoError      an http(s) video could not be fetched safely
     │   └── SamplingArgumentError a sampling argument is out of range (also a ValueError)
     ├── FrameBudgetError          the request cannot fit the server's context or frame limit
+    ├── ManifestError             a batch manifest (or its results file) is malformed
     ├── APIError                  the server answered with an error or did not answer
     │   ├── BadRequestError       HTTP 400: the request is wrong; retrying will not help
     │   ├── AuthenticationError   HTTP 401/403: wrong or missing API key
@@ -56,6 +57,10 @@ class SamplingArgumentError(VideoError, ValueError):
 
 class FrameBudgetError(VidchatError):
     """The request would not fit the server's context length or per-prompt frame limit."""
+
+
+class ManifestError(VidchatError):
+    """A batch manifest has bad lines or repeated custom_ids (nothing is sent then)."""
 
 
 class APIError(VidchatError):
