@@ -47,6 +47,7 @@ from baselines import NaiveResult, SeedJob, SeedResult, run_naive, run_seed_subp
 from fake_server import running_fake_server
 
 from vidchat.client import VideoChat
+from vidchat.limits import TOKENS_PER_IMAGE
 from vidchat.loadgen import (
     BenchSettings,
     distribution,
@@ -429,7 +430,8 @@ def write_docs(data: dict[str, Any], tune: dict[str, Any] | None) -> Path:
         pc = ours_s["caches"].get("prefix_cache") or {}
         add(f"Where the sessions time goes. The seed pipeline spends, per request, "
             f"{ss['ttft_s']['mean']:.2f} s on the processor, the vision tower and the "
-            f"prefill of {SESSIONS.frames} frames ({SESSIONS.frames * 729} tokens), and "
+            f"prefill of {SESSIONS.frames} frames "
+            f"({SESSIONS.frames * TOKENS_PER_IMAGE} tokens), and "
             f"{decode:.2f} s decoding {SESSIONS.max_tokens} tokens at "
             f"{ss['itl_s']['mean'] * 1000:.0f} ms each; it repeats the prefill for every "
             "question. vidchat prefills each video once (prefix-cache hit rate "
@@ -439,7 +441,8 @@ def write_docs(data: dict[str, Any], tune: dict[str, Any] | None) -> Path:
             f"~{(ours_s['itl_s']['p50'] or 0) * 1000 / SESSIONS.concurrency:.0f} ms per "
             f"token against the seed's {ss['itl_s']['mean'] * 1000:.0f}. What stays is "
             f"prefill: the {SESSIONS.videos} videos' frames "
-            f"({SESSIONS.videos * SESSIONS.frames * 729} tokens) are computed once each at "
+            f"({SESSIONS.videos * SESSIONS.frames * TOKENS_PER_IMAGE} tokens) are computed "
+            "once each at "
             "the speed of 2 compute-bound cores, the same in both engines, and the answers "
             "already running slow down while they are (TTFT p90 "
             f"{_ms(ours_s['ttft_s'], 'p90')} ms). The ratio also moves with the machine's "

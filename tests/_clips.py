@@ -9,6 +9,9 @@ and rotating:
   top-left corner went after the display rotation was applied (:func:`marker_corner`).
 
 ``make_clip(name, directory)`` builds one clip (once: later calls return the cached file).
+The clips are made with vidchat's own clip maker (:mod:`vidchat.clips`: a lavfi source, a
+filter chain, an encoder); the few that are not a fresh encode (stream copies with a
+rotation or an edit list, audio only, cut-off or non-video files) are made here from those.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from vidchat import clips
+from vidchat.clips import run_ffmpeg
 
 WIDTH, HEIGHT = 320, 240
 FPS = 24
@@ -38,7 +45,10 @@ def vfr_time(n: int) -> float:
     return n / 24 if n < 24 else 1.0 + (n - 24) / 8
 
 
-def _numbered_source(frames: int, fps: int = FPS) -> list[str]:
+def _numbered_clip(out: Path, frames: int, fps: int = FPS, *, filters: tuple[str, ...] = (),
+                   **encode: Any) -> None:
+    """A numbered clip: ``frames`` frames painted by geq on a black source, then ``filters``;
+    ``encode`` goes to vidchat.clips.make_clip (codec, gop, preset, output_args)."""
     if frames > MAX_NUMBERED_FRAMES:
         raise ValueError(f"numbered clips hold at most {MAX_NUMBERED_FRAMES} frames")
     in_marker = f"lt(X,{MARKER})*lt(Y,{MARKER})"
@@ -47,26 +57,15 @@ def _numbered_source(frames: int, fps: int = FPS) -> list[str]:
         f"geq=r='if({in_marker},255,{grey})'"
         f":g='if({in_marker},0,{grey})':b='if({in_marker},0,{grey})'"
     )
-    return [
-        "-f", "lavfi",
-        "-i", f"color=c=black:s={WIDTH}x{HEIGHT}:r={fps},format=rgb24,{geq}",
-        "-frames:v", str(frames),
-    ]  # fmt: skip
+    # The colour source is endless: the frame count bounds the clip.
+    clips.make_clip(out, source="color=c=black", size=f"{WIDTH}x{HEIGHT}", rate=fps,
+                    seconds=None, frames=frames, filters=("format=rgb24", geq, *filters),
+                    **encode)
 
 
-_H264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
-
-
-def _ffmpeg(*args: str) -> None:
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
-
-
-def _numbered(frames: int, fps: int = FPS, extra: tuple[str, ...] = ()) -> Callable:
+def _numbered(frames: int, fps: int = FPS, **encode: Any) -> Callable:
     def build(out: Path, directory: Path) -> None:
-        _ffmpeg(*_numbered_source(frames, fps), *_H264, *extra, str(out))
+        _numbered_clip(out, frames, fps, **encode)
 
     return build
 
@@ -84,37 +83,37 @@ def _rotated(degrees: int) -> Callable:
         # matrix for the tag rotate=N (checked against the tkhd matrix and `ffmpeg -i`).
         src = make_clip("cfr", directory)
         if _ffmpeg_has_display_rotation():
-            _ffmpeg("-display_rotation", str(degrees), "-i", str(src), "-c", "copy", str(out))
+            run_ffmpeg(["-display_rotation", str(degrees), "-i", str(src), "-c", "copy",
+                        str(out)], what=out.name)
         else:
-            _ffmpeg("-i", str(src), "-c", "copy", "-metadata:s:v", f"rotate={degrees}", str(out))
+            run_ffmpeg(["-i", str(src), "-c", "copy", "-metadata:s:v", f"rotate={degrees}",
+                        str(out)], what=out.name)
 
     return build
 
 
 def _vfr(out: Path, directory: Path) -> None:
     pts = "if(lt(N,24),N/24,1+(N-24)/8)/TB"
-    _ffmpeg(
-        *_numbered_source(VFR_FRAMES), "-vf", f"setpts='{pts}'", "-fps_mode", "passthrough",
-        "-video_track_timescale", "9600", *_H264, str(out),
-    )  # fmt: skip
+    # passthrough: keep the timestamps setpts wrote instead of resampling to a constant rate.
+    _numbered_clip(out, VFR_FRAMES, filters=(f"setpts='{pts}'",),
+                   output_args=("-fps_mode", "passthrough", "-video_track_timescale", "9600"))
 
 
 def _edit_list(out: Path, directory: Path) -> None:
     # Stream copy from 0.5 s: the file keeps the whole first GOP, and an edit list tells
     # players to drop the first 12 frames (numbers 0..11); the first frame shown is number 12.
     src = make_clip("cfr", directory)
-    _ffmpeg("-ss", "0.5", "-i", str(src), "-c", "copy", str(out))
+    run_ffmpeg(["-ss", "0.5", "-i", str(src), "-c", "copy", str(out)], what=out.name)
 
 
 def _webm(out: Path, directory: Path) -> None:
     # VP8 in WebM: Matroska stores no frame count.
-    _ffmpeg(*_numbered_source(48), "-c:v", "libvpx", "-deadline", "realtime", "-b:v", "1M",
-            "-g", "12", str(out))  # fmt: skip
+    _numbered_clip(out, 48, codec="vp8", gop=12)
 
 
 def _audio_only(out: Path, directory: Path) -> None:
-    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", "-f", "mp4",
-            str(out))  # fmt: skip
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac",
+                "-f", "mp4", str(out)], what=out.name)  # fmt: skip
 
 
 def _truncated(faststart: bool) -> Callable:
@@ -124,7 +123,7 @@ def _truncated(faststart: bool) -> Callable:
         kind = "faststart" if faststart else "plain"
         src = directory / f".{kind}-{os.getpid()}.tmp.mp4"
         flags = ("-movflags", "+faststart") if faststart else ()
-        _ffmpeg(*_numbered_source(48), *_H264, *flags, str(src))
+        _numbered_clip(src, 48, output_args=flags)
         data = src.read_bytes()
         out.write_bytes(data[: len(data) // 2])
         src.unlink()
@@ -151,8 +150,8 @@ CLIPS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
     "edit_list": (".mp4", _edit_list),
     "mkv": (".mkv", _numbered(48)),
     "webm": (".webm", _webm),
-    "long_gop": (".mp4", _numbered(48, extra=("-g", "48", "-keyint_min", "48"))),
-    "short_gop": (".mp4", _numbered(48, extra=("-g", "6", "-keyint_min", "6"))),
+    "long_gop": (".mp4", _numbered(48, gop=48, output_args=("-keyint_min", "48"))),
+    "short_gop": (".mp4", _numbered(48, gop=6, output_args=("-keyint_min", "6"))),
     "audio_only": (".mp4", _audio_only),
     "truncated": (".mp4", _truncated(faststart=False)),
     "truncated_faststart": (".mp4", _truncated(faststart=True)),
@@ -199,10 +198,9 @@ def make_hd_clip(
     out = directory / f"hd_{size}_{seconds:g}s_{fps}fps_g{gop}.mp4"
 
     def build(tmp: Path, _: Path) -> None:
-        _ffmpeg(
-            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-            *_H264, "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", str(tmp),
-        )  # fmt: skip
+        # No scene-cut keyframes either: exactly one keyframe per gop frames.
+        clips.make_clip(tmp, size=size, rate=fps, seconds=seconds, gop=gop,
+                        output_args=("-keyint_min", str(gop), "-sc_threshold", "0"))
 
     return _build_atomic(out, build, directory)
 
@@ -237,16 +235,14 @@ UHD_FRAMES = 8  # 1 s at 8 fps
 LONG_FRAMES = 7200  # 2 hours at 1 fps
 LONG_SIZE = 64
 # ultrafast: an 8K frame or 7200 small ones encode in about a second.
-_H264_FAST = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+FAST_PRESET = "ultrafast"
 
 
 def _uhd_8k(out: Path, directory: Path) -> None:
     # The numbered picture scaled up with nearest neighbour, so frame_number and
     # marker_corner still read it: 8 frames of 7680x4320, ~1 MB.
-    _ffmpeg(
-        *_numbered_source(UHD_FRAMES, fps=UHD_FRAMES),
-        "-vf", f"scale={UHD_WIDTH}:{UHD_HEIGHT}:flags=neighbor", *_H264_FAST, str(out),
-    )  # fmt: skip
+    _numbered_clip(out, UHD_FRAMES, UHD_FRAMES, preset=FAST_PRESET,
+                   filters=(f"scale={UHD_WIDTH}:{UHD_HEIGHT}:flags=neighbor",))
 
 
 def long_number(n: int) -> int:
@@ -259,23 +255,19 @@ def _long_2h(out: Path, directory: Path) -> None:
     # scene cuts). geq paints the first 49 frames only, the loop filter repeats them: frame n
     # reads as n % 49 (geq on all 7200 frames takes ~3 s more).
     grey = f"{GREY_BASE}+{GREY_STEP}*N"
-    _ffmpeg(
-        "-f", "lavfi",
-        "-i", f"color=c=black:s={LONG_SIZE}x{LONG_SIZE}:r=1,format=rgb24,"
-              f"geq=r='{grey}':g='{grey}':b='{grey}',"
-              f"loop=loop=-1:size={MAX_NUMBERED_FRAMES}:start=0,setpts=N/FRAME_RATE/TB",
-        "-frames:v", str(LONG_FRAMES), *_H264_FAST, "-g", str(LONG_FRAMES), str(out),
-    )  # fmt: skip
+    clips.make_clip(
+        out, source="color=c=black", size=f"{LONG_SIZE}x{LONG_SIZE}", rate=1, seconds=None,
+        frames=LONG_FRAMES, gop=LONG_FRAMES, preset=FAST_PRESET,
+        filters=("format=rgb24", f"geq=r='{grey}':g='{grey}':b='{grey}'",
+                 f"loop=loop=-1:size={MAX_NUMBERED_FRAMES}:start=0", "setpts=N/FRAME_RATE/TB"),
+    )
 
 
-_VP8 = ["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "1M", "-g", "12"]
-
-
-def _live(codec: tuple[str, ...], fmt: str) -> Callable:
+def _live(fmt: str, **encode: Any) -> Callable:
     def build(out: Path, directory: Path) -> None:
         # Written as a live stream (Matroska's -live 1, what a recorder piping its output
         # does): no duration, no frame count, no Cues, so nothing to seek by.
-        _ffmpeg(*_numbered_source(48), *codec, "-f", fmt, "-live", "1", str(out))
+        _numbered_clip(out, 48, output_args=("-f", fmt, "-live", "1"), **encode)
 
     return build
 
@@ -284,7 +276,7 @@ CLIPS.update(
     {
         "uhd_8k": (".mp4", _uhd_8k),
         "long_2h": (".mp4", _long_2h),
-        "webm_live": (".webm", _live(tuple(_VP8), "webm")),
-        "mkv_live": (".mkv", _live(tuple(_H264), "matroska")),
+        "webm_live": (".webm", _live("webm", codec="vp8", gop=12)),
+        "mkv_live": (".mkv", _live("matroska")),
     }
 )

@@ -50,8 +50,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="session")
 def h264_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real 4 s H.264 clip (640x360, 24 fps)."""
-    from vidchat.demo import make_demo_clip
+    """A real 4 s H.264 clip (640x360, 24 fps, a keyframe every 2 s)."""
+    from vidchat.clips import make_clip
 
-    return make_demo_clip(tmp_path_factory.mktemp("clips") / "testsrc.mp4", seconds=4,
-                          size="640x360", rate=24, gop=48)
+    return make_clip(tmp_path_factory.mktemp("clips") / "testsrc.mp4", seconds=4,
+                     size="640x360", rate=24, gop=48)

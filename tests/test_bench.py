@@ -9,20 +9,29 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from _clips import have_ffmpeg
 
 from vidchat.cli import main
+from vidchat.limits import TOKENS_PER_IMAGE
 from vidchat.loadgen import (
+    QUESTIONS,
     BenchSettings,
+    RequestRecord,
     arrival_times,
+    bench_pattern,
     cache_rates,
     distribution,
+    format_report,
     make_bench_videos,
     parse_metrics,
     plan_requests,
+    question_text,
     run_bench,
+    server_root,
+    summarize,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -74,7 +83,7 @@ def test_cli_report_counts_percentiles_bytes_and_caches(tmp_path, videos, fake_u
 
     records = report["records"]
     assert [r["index"] for r in records] == list(range(n))
-    assert all(r["prompt_tokens"] > FRAMES * 729 for r in records)
+    assert all(r["prompt_tokens"] > FRAMES * TOKENS_PER_IMAGE for r in records)
     # Session order: each video's first question uploads its frames; every later one sends
     # the uuids only, so the bytes sent are the three videos' payloads, once each.
     first = {}
@@ -167,3 +176,59 @@ def test_distribution_of_nothing_and_of_something():
     d = distribution([float(x) for x in range(1, 101)])
     assert d["p50"] == pytest.approx(50.5) and d["p99"] == pytest.approx(99.01)
     assert ordered(d)
+
+
+def test_questions_never_repeat_within_a_video():
+    texts = [question_text(q) for q in range(3 * len(QUESTIONS))]
+    assert len(set(texts)) == len(texts)
+    assert texts[len(QUESTIONS)] == f"{QUESTIONS[0]} (follow-up 1)"
+
+
+def test_bench_videos_are_distinct_patterns():
+    patterns = [bench_pattern(i) for i in range(40)]
+    assert len(set(patterns)) == 40
+    assert bench_pattern(0) == ("testsrc2", 0) and bench_pattern(5) == ("testsrc2", 47)
+
+
+def test_the_metrics_url_is_beside_the_api_not_under_it():
+    assert server_root("http://h:8000/v1/") == "http://h:8000"
+    assert server_root("http://h:8000/v1") == server_root("http://h:8000") == "http://h:8000"
+
+
+def test_summary_separates_completed_failed_and_incomplete_requests():
+    settings = BenchSettings("http://h/v1", api_key="secret", requests=4, concurrency=2)
+    done = RequestRecord(0, 0, 0, ok=True, ttft_s=0.1, e2e_s=0.5, itl_s=[0.1] * 4,
+                         prompt_tokens=100, completion_tokens=5, image_bytes=10,
+                         request_bytes=100)
+    one_token = RequestRecord(3, 1, 0, ok=True, ttft_s=0.2, e2e_s=0.2, prompt_tokens=90,
+                              completion_tokens=1, request_bytes=30)
+    failed = RequestRecord(1, 1, 0, error="BadRequestError", status_code=400,
+                           request_bytes=50)
+    incomplete = RequestRecord(2, 0, 1, error="incomplete")
+    frames = [SimpleNamespace(uuid=u) for u in ("a", "b", "a")]  # one frame in both videos
+    videos = [SimpleNamespace(frames=frames[:2], payload_bytes=7),
+              SimpleNamespace(frames=frames[2:], payload_bytes=3)]
+    report = summarize(settings, [done, failed, incomplete, one_token], duration_s=2.0,
+                       prepare_s=0.3, caches={"prefix_cache": None, "mm_cache": None},
+                       videos=videos)
+
+    assert report["settings"]["api_key"] is None  # the key never reaches bench.json
+    assert report["requests"] == {"planned": 4, "sent": 4, "completed": 2, "failed": 1,
+                                  "incomplete": 1, "errors": {"BadRequestError": 1}}
+    assert report["request_throughput"] == pytest.approx(1.0)
+    assert report["output_throughput"] == pytest.approx(3.0)  # (5 + 1) tokens / 2 s
+    assert report["prompt_tokens"] == 190
+    # TPOT needs two tokens: (0.5 - 0.1) / 4 from the first request, nothing from the other.
+    assert (report["tpot_s"]["n"], report["tpot_s"]["mean"]) == (1, pytest.approx(0.1))
+    assert report["ttft_s"]["n"] == 2 and report["itl_s"]["n"] == 4
+    # Bytes count every request sent, failed ones too.
+    assert report["bytes"]["request_bytes"] == 180
+    assert report["bytes"]["request_bytes_per_request"] == pytest.approx(45.0)
+    assert report["videos"] == {"count": 2, "frames": 3, "distinct_frames": 2,
+                                "payload_bytes": [7, 3]}
+    assert [r["index"] for r in report["records"]] == [0, 1, 2, 3]
+
+    text = format_report(report)
+    assert "2 ok / 1 failed / 1 incomplete of 4" in text
+    assert "BadRequestError: 1" in text
+    assert "prefix cache        n/a" in text

@@ -8,30 +8,20 @@ usage and timings, then stops the server.
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from vidchat.errors import VidchatError
+from vidchat.clips import make_clip
 from vidchat.limits import TOKENS_PER_IMAGE
 from vidchat.serve_process import ServeProcess, free_port
 
 
 def make_demo_clip(path: Path, seconds: float = 6, size: str = "1280x720", rate: int = 30,
                    gop: int = 60, source: str = "testsrc2") -> Path:
-    """A short H.264 clip of one of ffmpeg's moving test patterns, made locally."""
-    cmd = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi",
-           "-i", f"{source}=size={size}:rate={rate}:duration={seconds}",
-           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", str(gop), str(path)]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    except FileNotFoundError:
-        raise VidchatError("ffmpeg is not installed: run `make setup` (it installs it)") from None
-    except subprocess.CalledProcessError as exc:
-        raise VidchatError(f"ffmpeg failed to make the demo clip: {exc.stderr.decode()[-200:]}"
-                           ) from None
-    return path
+    """The demo's clip: a short H.264 clip of one of ffmpeg's moving test patterns, made
+    locally (vidchat.clips.make_clip with a keyframe every ``gop`` frames)."""
+    return make_clip(path, source=source, size=size, rate=rate, seconds=seconds, gop=gop)
 
 
 def run_demo(config: str, port: int = 0, frames: int = 8,

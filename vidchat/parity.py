@@ -37,6 +37,7 @@ from typing import Any
 
 from vidchat.client import EncodedVideo, VideoChat
 from vidchat.errors import VidchatError
+from vidchat.limits import DEFAULT_FRAMES
 
 TOP_K = 5
 # Generated tokens compared. The reference is teacher-forced on the engine's tokens, so the
@@ -300,7 +301,8 @@ def check_parity(chat: VideoChat, video: EncodedVideo, question: str, model_dir:
 
 
 def run_parity_command(config: str, server: str | None = None, video: str | None = None,
-                       frames: int = 8, question: str = "What is happening in this video?",
+                       frames: int = DEFAULT_FRAMES,
+                       question: str = "What is happening in this video?",
                        tokens: int = GREEDY_TOKENS) -> int:
     """`vidchat parity`: serve the profile (unless ``server`` is given), check, print the
     verdict; exit status 0 on PASS, 1 on FAIL."""
