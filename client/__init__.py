@@ -21,6 +21,8 @@ everything users need is re-exported here, the underscored modules are private:
               a generator of effects; _sync (VideoChat) and _async (AsyncVideoChat) only
               perform the effects, by blocking or by awaiting
     _streams  StreamTally (did a stream end as an answer should), raw chunk streams
+    _manifest, _jobs  batch jobs: manifests checked and indexed without loading them whole,
+              rows grouped per video, results appended line by line (run_manifest)
     _sdk_errors  OpenAI SDK / transport errors -> the tree in vidchat/errors.py
     _results  Answer, ServerLimits
 """
@@ -28,6 +30,7 @@ everything users need is re-exported here, the underscored modules are private:
 from vidchat.client._async import AsyncVideoChat
 from vidchat.client._constants import default_api_key, default_base_url
 from vidchat.client._decode_worker import shutdown as shutdown_decode_workers
+from vidchat.client._jobs import JobSummary
 from vidchat.client._messages import EncodedVideo, build_messages, encode_video
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
@@ -39,6 +42,7 @@ from vidchat.errors import (
     AuthenticationError,
     BadRequestError,
     FrameBudgetError,
+    ManifestError,
     OverloadedError,
     RemoteVideoError,
     SamplingArgumentError,
@@ -62,6 +66,8 @@ __all__ = [
     "FetchLimits",
     "FrameBudgetError",
     "Frames",
+    "ManifestError",
+    "JobSummary",
     "OverloadedError",
     "RemoteVideoError",
     "SamplingArgumentError",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ import openai
 from vidchat.client import _constants as C
 from vidchat.client import _flows as F
 from vidchat.client._core import ClientCore, VideoInput
+from vidchat.client._jobs import JobRun, JobSummary, job
 from vidchat.client._messages import EncodedVideo
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
@@ -135,6 +137,13 @@ class AsyncVideoChat:
         return await self._drive(F.batch(self._core, list(items), frames, concurrency,
                                          progress, gen))
 
+    async def run_manifest(self, manifest: str | os.PathLike[str],
+                           out: str | os.PathLike[str], *,
+                           concurrency: int = C.DEFAULT_CONCURRENCY, progress: bool = True
+                           ) -> JobSummary:
+        with await asyncio.to_thread(JobRun, manifest, out, progress) as run:
+            return await self._drive(job(self._core, run.prepared, concurrency, run.sink))
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -203,6 +212,9 @@ class AsyncVideoChat:
             return await effect.handle.gather(effect.capture)
         if isinstance(effect, F.Cancel):
             await effect.handle.cancel()
+            return None
+        if isinstance(effect, F.Sleep):
+            await asyncio.sleep(effect.seconds)
             return None
         if isinstance(effect, F.Acquire):
             await self._gates.setdefault(effect.gate, asyncio.Semaphore(effect.gate.capacity)

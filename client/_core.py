@@ -161,4 +161,5 @@ class ClientCore:
         choice = resp.choices[0]
         logprobs = choice.logprobs.content if choice.logprobs is not None else None
         return make_answer(choice.message.content or "", resp.model, choice.finish_reason,
-                           resp.usage, video, sent, timings, logprobs)
+                           resp.usage, video, sent, timings, logprobs,
+                           resp.model_dump(mode="json"))

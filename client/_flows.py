@@ -9,6 +9,7 @@ A flow yields the effect it needs next and receives its result (or has its error
          ── Spawn(flows) / Gather / Cancel ► driver: run sub-flows concurrently (threads or
                                              tasks, fed lazily), collect them, or stop them
          ── Acquire(gate) / Release(gate) ► driver: a slot of a shared bound on requests
+         ── Sleep(seconds) ─────────► driver: wait (a backoff)
          ── Emit(text) ─────────────► driver: hand a piece of text to the caller (streaming)
 
 `VideoChat` drives flows by blocking, `AsyncVideoChat` by awaiting; neither decides anything.
@@ -117,6 +118,11 @@ class Cancel(Effect):
 @dataclass(frozen=True)
 class Emit(Effect):
     value: Any
+
+
+@dataclass(frozen=True)
+class Sleep(Effect):
+    seconds: float
 
 
 @dataclass

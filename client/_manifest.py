@@ -29,7 +29,7 @@ import numpy as np
 from vidchat.errors import ManifestError
 from vidchat.limits import DEFAULT_FRAMES
 
-__all__ = ["ManifestIndex", "Row", "finished_ids", "scan_manifest"]
+__all__ = ["ManifestIndex", "Row", "finished_ids", "read_results", "scan_manifest"]
 
 REQUIRED_KEYS = ("custom_id", "video", "question")
 SAMPLING_KEYS = ("frames", "fps", "start", "end", "mode")
@@ -108,10 +108,12 @@ class ManifestIndex:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def read(self, position: int) -> Row:
-        with open(self.path, "rb") as f:
-            f.seek(int(self.offsets[position]))
-            return parse_row(int(self.lines[position]), f.readline().decode())
+    def read(self, position: int, f: Any = None) -> Row:
+        if f is None:
+            with open(self.path, "rb") as f:
+                return self.read(position, f)
+        f.seek(int(self.offsets[position]))
+        return parse_row(int(self.lines[position]), f.readline().decode())
 
     def pending(self, done: np.ndarray) -> np.ndarray:
         """Positions of the rows whose custom_id is not among ``done`` (sorted hashes)."""
@@ -129,8 +131,9 @@ class ManifestIndex:
         starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
         ends = np.r_[starts[1:], len(order)]
         firsts = self.lines[order[starts]]
-        for g in np.argsort(firsts, kind="stable"):
-            yield [self.read(int(p)) for p in order[starts[g]:ends[g]]]
+        with open(self.path, "rb") as f:
+            for g in np.argsort(firsts, kind="stable"):
+                yield [self.read(int(p), f) for p in order[starts[g]:ends[g]]]
 
 
 def scan_manifest(path: str | os.PathLike[str]) -> ManifestIndex:
@@ -190,14 +193,20 @@ def _refuse_duplicates(index: ManifestIndex) -> None:
 
 
 def finished_ids(out: str | os.PathLike[str]) -> np.ndarray:
-    """Sorted hashes of the custom_ids already in a results file (empty if there is none).
+    """Sorted hashes of the custom_ids already in a results file (see `read_results`)."""
+    return read_results(out)[0]
+
+
+def read_results(out: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Sorted hashes of the custom_ids already in a results file (empty if there is none),
+    and how many of those lines hold an error.
 
     A last line without its newline can only be a write cut short: it is removed, so that
     its row runs again and the file holds whole lines only.
     """
     out = Path(out)
     if not out.exists():
-        return np.empty(0, np.int64)
+        return np.empty(0, np.int64), 0
     with open(out, "rb+") as f:
         size = f.seek(0, os.SEEK_END)
         if size:
@@ -206,14 +215,17 @@ def finished_ids(out: str | os.PathLike[str]) -> np.ndarray:
                 f.seek(0)
                 keep = f.read().rfind(b"\n") + 1
                 f.truncate(keep)
-    hashes = []
+    hashes, failed = array("q"), 0
     with open(out, "rb") as f:
         for line_no, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
-                hashes.append(_hash64(json.loads(raw)["custom_id"]))
+                result = json.loads(raw)
+                hashes.append(_hash64(result["custom_id"]))
             except (ValueError, KeyError, TypeError):
                 raise ManifestError(f"{out} line {line_no} is not a result line: pass a new "
                                     "--out, or the file an earlier run wrote") from None
-    return np.unique(np.asarray(hashes, np.int64))
+            failed += result.get("error") is not None
+    return np.unique(np.frombuffer(hashes, np.int64) if hashes else np.empty(0, np.int64)), \
+        failed

@@ -23,9 +23,15 @@ class Answer:
     logprobs: list[Any] | None = None
     """Per generated token, the SDK's ``ChatCompletionTokenLogprob`` (with its
     ``top_logprobs``), when the request asked for ``logprobs=True``."""
+    frame_times: list[float] | None = None
+    """When each frame sent was shown in the video (s); None for plain images."""
+    completion: dict[str, Any] | None = field(default=None, repr=False)
+    """The answer as an OpenAI ``chat.completion`` object (JSON), as the server sent it or,
+    for a streamed answer, assembled from its chunks."""
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
+        out.pop("completion")
         if self.logprobs is not None:
             out["logprobs"] = [lp.model_dump() for lp in self.logprobs]
         return out

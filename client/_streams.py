@@ -25,7 +25,9 @@ COMPLETE_FINISH_REASONS = frozenset({"stop", "length", "repetition", "tool_calls
 
 def make_answer(text: str, model: str, finish_reason: str | None, usage: Any,
                 video: EncodedVideo | None, sent: int, timings: dict[str, float],
-                logprobs: list[Any] | None = None) -> Answer:
+                logprobs: list[Any] | None = None,
+                completion: dict[str, Any] | None = None) -> Answer:
+    times = [f.timestamp for f in video.frames] if video is not None else []
     return Answer(
         text=text,
         model=model,
@@ -36,6 +38,8 @@ def make_answer(text: str, model: str, finish_reason: str | None, usage: Any,
         bytes_sent=sent,
         timings=timings,
         logprobs=logprobs,
+        frame_times=times if times and None not in times else None,  # type: ignore[arg-type]
+        completion=completion,
     )
 
 
@@ -49,11 +53,15 @@ class StreamTally:
         self.finish_reason: str | None = None
         self.usage: Any = None
         self.logprobs: list[Any] | None = None
+        self.id = ""
+        self.created = 0
         self.started = False
         """True once a chunk with a choice arrived: the server has prefilled the prompt."""
 
     def text_of(self, chunk: Any) -> str | None:
         self.model = chunk.model or self.model
+        self.id = chunk.id or self.id
+        self.created = chunk.created or self.created
         if chunk.usage:
             self.usage = chunk.usage
         if not chunk.choices:
@@ -78,8 +86,16 @@ class StreamTally:
 
     def answer(self, video: EncodedVideo | None, sent: int, timings: dict[str, float]
                ) -> Answer:
-        return make_answer("".join(self.pieces), self.model, self.finish_reason, self.usage,
-                           video, sent, timings, self.logprobs)
+        text = "".join(self.pieces)
+        completion = {
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": self.finish_reason}],
+            "usage": self.usage.model_dump(mode="json") if self.usage else None,
+        }
+        return make_answer(text, self.model, self.finish_reason, self.usage, video, sent,
+                           timings, self.logprobs, completion)
 
 
 class ChunkStream:

@@ -7,7 +7,9 @@ blocking; concurrent sub-flows run in a thread pool.
 from __future__ import annotations
 
 import functools
+import os
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +21,7 @@ import openai
 from vidchat.client import _constants as C
 from vidchat.client import _flows as F
 from vidchat.client._core import ClientCore, VideoInput
+from vidchat.client._jobs import JobRun, JobSummary, job
 from vidchat.client._messages import EncodedVideo
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
@@ -158,6 +161,16 @@ class VideoChat:
         return self._drive(F.batch(self._core, list(items), frames, concurrency, progress,
                                    gen))
 
+    def run_manifest(self, manifest: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                     concurrency: int = C.DEFAULT_CONCURRENCY, progress: bool = True
+                     ) -> JobSummary:
+        """A batch job: every question of a JSONL manifest, one result line each in ``out``
+        (the OpenAI Batch output shape). Resumable: rows already in ``out`` are skipped.
+        Questions about one video are grouped (sampled once, caches shared); ``concurrency``
+        bounds the requests in flight. See vidchat/client/_jobs.py."""
+        with JobRun(manifest, out, progress) as run:
+            return self._drive(job(self._core, run.prepared, concurrency, run.sink))
+
     def close(self) -> None:
         self.client.close()
 
@@ -224,6 +237,9 @@ class VideoChat:
             return effect.handle.gather(effect.capture)
         if isinstance(effect, F.Cancel):
             effect.handle.cancel()
+            return None
+        if isinstance(effect, F.Sleep):
+            time.sleep(effect.seconds)
             return None
         if isinstance(effect, F.Acquire):
             self._gate(effect.gate).acquire()

@@ -83,6 +83,16 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from vidchat.client import VideoChat
+
+    with VideoChat(args.server, model=args.model, max_retries=args.max_retries) as chat:
+        summary = chat.run_manifest(args.manifest, args.out, concurrency=args.concurrency,
+                                    progress=not args.no_progress)
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vidchat.demo import run_demo
 
@@ -185,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the answer, usage and timings "
                    "as JSON")
     p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("batch", help="answer every question of a JSONL manifest into a "
+                       "results file (OpenAI Batch output lines; resumable)")
+    p.add_argument("manifest", help='JSONL, one question a line: {"custom_id", "video", '
+                   '"question"} + optional frames, fps, start, end, mode, timestamps, '
+                   "max_tokens, temperature...")
+    p.add_argument("--out", required=True, help="results JSONL; rows already in it are skipped")
+    p.add_argument("--server", help="server URL (default: $VIDCHAT_BASE_URL or "
+                   "http://127.0.0.1:8000/v1)")
+    p.add_argument("--model", help="model name (default: the server's only model)")
+    p.add_argument("--concurrency", type=int, default=8, metavar="N",
+                   help="requests in flight, and videos in progress (default 8)")
+    p.add_argument("--max-retries", type=int, default=5,
+                   help="retries of a 429/503/connection error per request, with backoff")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_batch)
 
     p = sub.add_parser("bench", help="load-test a server with video questions (sampled frames)")
     p.add_argument("--server", help="server URL (default: $VIDCHAT_BASE_URL or "
