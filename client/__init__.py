@@ -21,6 +21,7 @@ everything users need is re-exported here, the underscored modules are private:
               a generator of effects; _sync (VideoChat) and _async (AsyncVideoChat) only
               perform the effects, by blocking or by awaiting
     _streams  StreamTally (did a stream end as an answer should), raw chunk streams
+    _long     long videos: windows (pure planning), asked concurrently, answers combined
     _manifest, _jobs  batch jobs: manifests checked and indexed without loading them whole,
               rows grouped per video, results appended line by line (run_manifest)
     _sdk_errors  OpenAI SDK / transport errors -> the tree in vidchat/errors.py
@@ -31,6 +32,7 @@ from vidchat.client._async import AsyncVideoChat
 from vidchat.client._constants import default_api_key, default_base_url
 from vidchat.client._decode_worker import shutdown as shutdown_decode_workers
 from vidchat.client._jobs import JobSummary
+from vidchat.client._long import LongAnswer, Window
 from vidchat.client._messages import EncodedVideo, build_messages, encode_video
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
@@ -68,6 +70,7 @@ __all__ = [
     "Frames",
     "ManifestError",
     "JobSummary",
+    "LongAnswer",
     "OverloadedError",
     "RemoteVideoError",
     "SamplingArgumentError",
@@ -78,6 +81,7 @@ __all__ = [
     "VideoDecodeError",
     "VideoError",
     "VideoNotFoundError",
+    "Window",
     "VidchatError",
     "build_messages",
     "default_api_key",

@@ -20,6 +20,7 @@ from vidchat.client import _constants as C
 from vidchat.client import _flows as F
 from vidchat.client._core import ClientCore, VideoInput
 from vidchat.client._jobs import JobRun, JobSummary, job
+from vidchat.client._long import LongAnswer, ask_long
 from vidchat.client._messages import EncodedVideo
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
@@ -131,6 +132,16 @@ class AsyncVideoChat:
         return await self._drive(F.ask_many(self._core, video, questions, frames, concurrency,
                                             timestamps, sampling, gen))
 
+    async def ask_long(self, video: VideoInput, question: str, *, window_s: float,
+                       frames_per_window: int = DEFAULT_FRAMES, overlap_s: float = 0.0,
+                       concurrency: int = C.DEFAULT_CONCURRENCY,
+                       sampling: dict[str, Any] | None = None, progress: bool = False,
+                       **gen: Any) -> LongAnswer:
+        return await self._drive(ask_long(
+            self._core, video, question, window_s=window_s,
+            frames_per_window=frames_per_window, overlap_s=overlap_s, concurrency=concurrency,
+            sampling=sampling, progress=progress, gen=gen))
+
     async def batch(self, items: Iterable[tuple[VideoInput, str]], *,
                     concurrency: int = C.DEFAULT_CONCURRENCY, frames: int = DEFAULT_FRAMES,
                     progress: bool = True, **gen: Any) -> list[Answer | VidchatError]:
@@ -166,6 +177,7 @@ class AsyncVideoChat:
         """Perform the flow's effects until it returns (its value goes in ``result``);
         yield what it emits."""
         streams: list[Any] = []
+        resources: list[Any] = []  # what the run holds until it ends (local video copies)
         returned = False
         value: Any = None
         error: BaseException | None = None
@@ -183,7 +195,7 @@ class AsyncVideoChat:
                     yield effect.value
                     continue
                 try:
-                    value = await self._perform(effect, streams)
+                    value = await self._perform(effect, streams, resources)
                 except BaseException as exc:  # noqa: BLE001 - the flow decides
                     error = exc
         finally:
@@ -191,8 +203,11 @@ class AsyncVideoChat:
             if not returned:  # failed or stopped early: close what it opened (a stream it
                 for stream in streams:  # returned, open_stream's, is the caller's to close)
                     await stream.close()
+            for resource in resources:
+                resource.close()
 
-    async def _perform(self, effect: F.Effect, streams: list[Any]) -> Any:
+    async def _perform(self, effect: F.Effect, streams: list[Any], resources: list[Any]
+                       ) -> Any:
         if isinstance(effect, F.Prepare):
             return await asyncio.to_thread(self._core.prepare, effect.video, effect.frames,
                                            effect.sampling)
@@ -206,6 +221,10 @@ class AsyncVideoChat:
             return await anext(effect.stream, F.END)
         if isinstance(effect, F.ListModels):
             return await self.client.models.list()
+        if isinstance(effect, F.Localize):
+            local = await asyncio.to_thread(self._core.localize, effect.video)
+            resources.append(local)
+            return local
         if isinstance(effect, F.Spawn):
             return _Spawned(self._drive, effect)
         if isinstance(effect, F.Gather):

@@ -11,6 +11,8 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from vidchat.client import _constants as C
@@ -18,6 +20,7 @@ from vidchat.client._messages import EncodedVideo, content_parts, encode_video
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
 from vidchat.client._sampling import Frames, sample_frames
+from vidchat.client._source import resolve_source
 from vidchat.client._streams import make_answer
 from vidchat.errors import APIError, FrameBudgetError, VidchatError
 from vidchat.limits import DEFAULT_FRAMES, MAX_CONTEXT_TOKENS, TOKENS_PER_IMAGE
@@ -59,6 +62,18 @@ class UploadedFrames:
                 self._seen.pop(u, None)
 
 
+@dataclass
+class LocalVideo:
+    """A video as a readable local file (downloaded if it was a URL), until closed."""
+
+    path: str
+    duration: float
+    _stack: ExitStack
+
+    def close(self) -> None:
+        self._stack.close()
+
+
 class ClientCore:
     """Everything both clients decide without doing I/O."""
 
@@ -83,6 +98,22 @@ class ClientCore:
             return encode_video(video)
         return encode_video(sample_frames(video, frames, fetch_limits=self.fetch_limits,
                                           **(sampling or {})))
+
+    def localize(self, video: VideoInput) -> LocalVideo:
+        """The video as a local file and its length, for work that samples it many times
+        (an http(s) video is downloaded once, within the fetch limits)."""
+        if isinstance(video, (EncodedVideo, Frames)):
+            raise VidchatError("this samples the video itself: pass its path or URL, not "
+                               "frames")
+        stack = ExitStack()
+        try:
+            path = stack.enter_context(resolve_source(video, self.fetch_limits))
+            # The sampler's own index gives the length its planner uses.
+            duration = sample_frames(path, 1).duration
+        except BaseException:
+            stack.close()
+            raise
+        return LocalVideo(path, duration, stack)
 
     def should_send_data(self, video: EncodedVideo) -> bool:
         return not (self.frame_cache and self.uploaded.all_known(f.uuid for f in video.frames))
@@ -112,12 +143,12 @@ class ClientCore:
         self.model = self.model or self.limits.model
         return self.limits
 
-    def check_budget(self, video: EncodedVideo | None, text: str, max_tokens: int) -> None:
-        """Refuse, before anything is sent, a request that cannot fit the server."""
+    def check_budget(self, frames: int, text: str, max_tokens: int) -> None:
+        """Refuse, before anything is sent, a request of ``frames`` frames and ``text``
+        that cannot fit the server."""
         limits = self.limits
         if limits is None:
             return
-        frames = len(video) if video is not None else 0
         if frames > limits.max_frames:
             raise FrameBudgetError(
                 f"{frames} frames exceed the server's limit of {limits.max_frames} per "

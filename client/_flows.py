@@ -4,6 +4,7 @@ A flow yields the effect it needs next and receives its result (or has its error
 
     flow ── Prepare(video) ─────────► driver: sample + encode   (async: in a worker thread)
          ── ListModels() ───────────► driver: GET /v1/models
+         ── Localize(video) ────────► driver: a local copy and its length, for the run
          ── Create(body, stream) ───► driver: POST /v1/chat/completions
          ── NextChunk(stream) ──────► driver: the next streamed chunk, or END
          ── Spawn(flows) / Gather / Cancel ► driver: run sub-flows concurrently (threads or
@@ -53,6 +54,13 @@ class Prepare(Effect):
 @dataclass(frozen=True)
 class ListModels(Effect):
     pass
+
+
+@dataclass(frozen=True)
+class Localize(Effect):
+    """The video as a local file and its length (a LocalVideo, closed when the run ends)."""
+
+    video: VideoInput
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ class Sleep(Effect):
 
 
 @dataclass
-class _Clock:
+class Clock:
     t0: float = field(default_factory=time.perf_counter)
 
     def since(self) -> float:
@@ -206,7 +214,21 @@ def send(core: ClientCore, video: EncodedVideo, question: str, timestamps: bool,
         return resp, (video.payload_bytes if with_data else 0)
 
 
-def _max_tokens(gen: dict[str, Any]) -> int:
+def ask_text(core: ClientCore, text: str, gen: dict[str, Any]) -> Flow[Answer]:
+    """A question with no frames (e.g. combining answers)."""
+    clock = Clock()
+    yield from limits(core)
+    core.check_budget(0, text, max_tokens_of(gen))
+    body = core.body([{"role": "user", "content": [{"type": "text", "text": text}]}], None,
+                     gen)
+    try:
+        resp = yield Create(body)
+    except Exception as exc:  # noqa: BLE001 - mapped to the error tree
+        raise map_error(exc) from exc
+    return core.answer(resp, None, 0, {"prepare_s": 0.0, "request_s": clock.since()})
+
+
+def max_tokens_of(gen: dict[str, Any]) -> int:
     return int(gen.get("max_tokens", C.DEFAULT_MAX_TOKENS))
 
 
@@ -216,11 +238,11 @@ def _max_tokens(gen: dict[str, Any]) -> int:
 def ask(core: ClientCore, video: VideoInput, question: str, frames: int, timestamps: bool,
         sampling: dict[str, Any] | None, gen: dict[str, Any],
         gate: Gate | None = None) -> Flow[Answer]:
-    clock = _Clock()
+    clock = Clock()
     enc = yield from prepared(core, video, frames, sampling)
     prepare_s = clock.since()
     yield from limits(core)
-    core.check_budget(enc, question, _max_tokens(gen))
+    core.check_budget(len(enc), question, max_tokens_of(gen))
     if gate is not None:
         yield Acquire(gate)
     try:
@@ -238,7 +260,7 @@ def open_stream(core: ClientCore, video: VideoInput, question: str, frames: int,
     """A streamed request after every check; returns (the SDK's stream, bytes sent)."""
     enc = yield from prepared(core, video, frames, sampling)
     yield from limits(core)
-    core.check_budget(enc, question, _max_tokens(gen))
+    core.check_budget(len(enc), question, max_tokens_of(gen))
     return (yield from send(core, enc, question, timestamps, gen, stream=True))
 
 
@@ -307,7 +329,7 @@ def ask_group(core: ClientCore, enc: EncodedVideo, questions: Sequence[Question]
         done = (lambda i, r: on_result(i + 1, r)) if on_result else None
         return (yield Spawn(flows, max(1, min(concurrency, len(flows) or 1)), on_done=done))
 
-    clock = _Clock()
+    clock = Clock()
     tally = StreamTally()
     first: Any
     try:

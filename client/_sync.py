@@ -22,6 +22,7 @@ from vidchat.client import _constants as C
 from vidchat.client import _flows as F
 from vidchat.client._core import ClientCore, VideoInput
 from vidchat.client._jobs import JobRun, JobSummary, job
+from vidchat.client._long import LongAnswer, ask_long
 from vidchat.client._messages import EncodedVideo
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
@@ -153,6 +154,21 @@ class VideoChat:
         return self._drive(F.ask_many(self._core, video, questions, frames, concurrency,
                                       timestamps, sampling, gen))
 
+    def ask_long(self, video: VideoInput, question: str, *, window_s: float,
+                 frames_per_window: int = DEFAULT_FRAMES, overlap_s: float = 0.0,
+                 concurrency: int = C.DEFAULT_CONCURRENCY,
+                 sampling: dict[str, Any] | None = None, progress: bool = False,
+                 **gen: Any) -> LongAnswer:
+        """A question over a long video: cut into windows of ``window_s`` seconds (or of
+        ``sampling``'s start/end range), ``frames_per_window`` frames each, labelled with
+        their times, asked concurrently; the answers, each with its time range, combined in
+        one more request (several when they do not fit the context). ``.text``, and
+        ``.windows`` as evidence (a failed window holds its error). See client/_long.py."""
+        return self._drive(ask_long(self._core, video, question, window_s=window_s,
+                                    frames_per_window=frames_per_window, overlap_s=overlap_s,
+                                    concurrency=concurrency, sampling=sampling,
+                                    progress=progress, gen=gen))
+
     def batch(self, items: Iterable[tuple[VideoInput, str]], *,
               concurrency: int = C.DEFAULT_CONCURRENCY, frames: int = DEFAULT_FRAMES,
               progress: bool = True, **gen: Any) -> list[Answer | VidchatError]:
@@ -195,6 +211,7 @@ class VideoChat:
         """Perform the flow's effects until it returns (the generator's return value);
         yield what it emits."""
         streams: list[Any] = []
+        resources: list[Any] = []  # what the run holds until it ends (local video copies)
         returned = False
         value: Any = None
         error: BaseException | None = None
@@ -210,7 +227,7 @@ class VideoChat:
                     yield effect.value
                     continue
                 try:
-                    value = self._perform(effect, streams)
+                    value = self._perform(effect, streams, resources)
                 except BaseException as exc:  # noqa: BLE001 - the flow decides
                     error = exc
         finally:
@@ -218,8 +235,10 @@ class VideoChat:
             if not returned:  # failed or stopped early: close what it opened (a stream it
                 for stream in streams:  # returned, open_stream's, is the caller's to close)
                     stream.close()
+            for resource in resources:
+                resource.close()
 
-    def _perform(self, effect: F.Effect, streams: list[Any]) -> Any:
+    def _perform(self, effect: F.Effect, streams: list[Any], resources: list[Any]) -> Any:
         if isinstance(effect, F.Prepare):
             return self._core.prepare(effect.video, effect.frames, effect.sampling)
         if isinstance(effect, F.Create):
@@ -231,6 +250,10 @@ class VideoChat:
             return next(effect.stream, F.END)
         if isinstance(effect, F.ListModels):
             return self.client.models.list()
+        if isinstance(effect, F.Localize):
+            local = self._core.localize(effect.video)
+            resources.append(local)
+            return local
         if isinstance(effect, F.Spawn):
             return _Spawned(self._drive, effect)
         if isinstance(effect, F.Gather):

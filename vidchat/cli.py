@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vidchat.errors import VidchatError
+from vidchat.limits import DEFAULT_FRAMES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "cpu-tiny.yaml"
@@ -57,6 +58,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
                 if v is not None}
     how = {"timestamps": args.timestamps, "sampling": sampling}
     several = len(args.question) > 1
+    if args.long:
+        return _ask_long(args, sampling, gen)
     with VideoChat(args.server, model=args.model) as chat:
         if args.stream and not args.json:
             # The frames are sampled once; later questions send their ids only.
@@ -91,6 +94,43 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                                     progress=not args.no_progress)
     print(summary.format())
     return 0 if summary.ok else 1
+
+
+def _ask_long(args: argparse.Namespace, sampling: dict, gen: dict) -> int:
+    import json
+
+    from vidchat.client import VideoChat
+
+    if args.window is None:
+        raise VidchatError("--long needs --window SECONDS: the length of each window")
+    out = []
+    with VideoChat(args.server, model=args.model) as chat:
+        for question in args.question:
+            answer = chat.ask_long(args.video, question, window_s=args.window,
+                                   frames_per_window=args.frames_per_window or args.frames,
+                                   overlap_s=args.overlap, sampling=sampling,
+                                   progress=not args.json, **gen)
+            if args.json:
+                out.append({"question": question, "text": answer.text,
+                            "requests": answer.requests, "reduce_steps": answer.reduce_steps,
+                            "prompt_tokens": answer.prompt_tokens,
+                            "completion_tokens": answer.completion_tokens,
+                            "timings": answer.timings,
+                            "windows": [{"start": w.start, "end": w.end, "text": w.text,
+                                         "frames": w.frames,
+                                         "error": str(w.error) if w.error else None}
+                                        for w in answer.windows]})
+                continue
+            print(f"Q: {question}\nA: {answer.text}")
+            for w in answer.windows:
+                print(f"   {w.time_range} "
+                      f"{w.text if w.error is None else 'FAILED: ' + str(w.error)}")
+            print(f"   ({len(answer.windows)} windows + {answer.reduce_steps} combining "
+                  f"request(s), {answer.prompt_tokens} prompt + {answer.completion_tokens} "
+                  f"completion tokens, {answer.timings.get('total_s', 0):.1f} s)")
+    if args.json:
+        print(json.dumps(out if len(out) > 1 else out[0], indent=2))
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -181,14 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="server URL (default: $VIDCHAT_BASE_URL or "
                    "http://127.0.0.1:8000/v1)")
     p.add_argument("--model", help="model name (default: the server's only model)")
-    p.add_argument("--frames", type=int, default=8,
-                   help="frames to sample, uniformly in time (default 8)")
+    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
+                   help=f"frames to sample, uniformly in time (default {DEFAULT_FRAMES})")
     p.add_argument("--fps", type=float, help="sample at this rate instead, still at most "
                    "--frames frames")
     p.add_argument("--start", type=float, help="window start, seconds (default: 0)")
     p.add_argument("--end", type=float, help="window end, seconds (default: the end)")
     p.add_argument("--timestamps", action="store_true",
                    help="label each frame with its time (\"Frame at 0:01.5:\")")
+    p.add_argument("--long", action="store_true",
+                   help="a long video: ask each window of --window seconds, then combine "
+                   "the answers (each window's answer is printed as evidence)")
+    p.add_argument("--window", type=float, metavar="SECONDS", help="with --long: window length")
+    p.add_argument("--frames-per-window", type=int, metavar="N",
+                   help="with --long: frames per window (default: --frames)")
+    p.add_argument("--overlap", type=float, default=0.0, metavar="SECONDS",
+                   help="with --long: how much consecutive windows overlap")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
@@ -221,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests in flight (closed loop; default 16 without --rate)")
     p.add_argument("--rate", type=float, metavar="R",
                    help="Poisson arrivals, requests/s (open loop; --concurrency caps it)")
-    p.add_argument("--frames", type=int, default=8, metavar="F", help="frames per request")
+    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="F",
+                   help="frames per request")
     p.add_argument("--max-tokens", type=int, default=64, metavar="T",
                    help="output tokens per request (ignore_eos: every answer is T long)")
     p.add_argument("--videos", type=int, default=8, metavar="V",
@@ -260,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="check this running server instead of starting one "
                    "(it must serve the profile's checkpoint)")
     p.add_argument("--video", help="video to sample (default: a generated test clip)")
-    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     p.add_argument("--question", default="What is happening in this video?")
     p.add_argument("--tokens", type=int, default=32, help="greedy tokens compared")
     p.set_defaults(func=_cmd_parity)
@@ -268,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job end to end on the generated CPU checkpoint")
     p.add_argument("--config", default=str(DEFAULT_PROFILE))
     p.add_argument("--port", type=int, default=0, help="0: a free port")
-    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     p.add_argument("--question", default="What is happening in this video?")
     p.set_defaults(func=_cmd_demo)
     return parser
