@@ -92,3 +92,26 @@ def test_vidchat_parity_prints_its_verdict(server, h264_clip, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "prompt tokens: engine" in out and out.strip().endswith("parity: PASS")
+
+
+def test_on_a_gpu_profile_parity_leaves_room_for_the_reference(monkeypatch):
+    """The command a GPU host runs: vLLM gets half the card, transformers the rest."""
+    from pathlib import Path
+
+    from vidchat import parity, serve_process
+
+    seen: list[tuple] = []
+
+    class Started(Exception):
+        pass
+
+    def start(config, *args, **kwargs):
+        seen.append((str(config), args))
+        raise Started
+
+    monkeypatch.setattr(serve_process.ServeProcess, "start", staticmethod(start))
+    profile = Path(__file__).resolve().parent.parent / "configs" / \
+        "llava-interleave-qwen-0.5b.yaml"
+    with pytest.raises(Started):
+        parity.run_parity_command(str(profile))
+    assert seen == [(str(profile), ("--set", "gpu_memory_utilization=0.5"))]

@@ -144,7 +144,8 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     from vidchat.parity import run_parity_command
 
     return run_parity_command(config=args.config, server=args.server, video=args.video,
-                              frames=args.frames, question=args.question, tokens=args.tokens)
+                              frames=args.frames, question=args.question, tokens=args.tokens,
+                              reference_device=args.reference_device)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -312,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     p.add_argument("--question", default="What is happening in this video?")
     p.add_argument("--tokens", type=int, default=32, help="greedy tokens compared")
+    p.add_argument("--reference-device", choices=["cpu", "cuda"],
+                   help="where transformers runs (default: cuda when available)")
     p.set_defaults(func=_cmd_parity)
 
     p = sub.add_parser("demo", help="the main job end to end on the generated CPU checkpoint")

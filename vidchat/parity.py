@@ -300,10 +300,16 @@ def check_parity(chat: VideoChat, video: EncodedVideo, question: str, model_dir:
     return report
 
 
+# When `vidchat parity` starts a GPU server itself, vLLM gets this share of the GPU, so that
+# the float32 reference (0.5b: ~2 GB of weights, a few GB of activations for 6k tokens) fits
+# beside it on the same card.
+GPU_SHARE_BESIDE_REFERENCE = 0.5
+
+
 def run_parity_command(config: str, server: str | None = None, video: str | None = None,
                        frames: int = DEFAULT_FRAMES,
                        question: str = "What is happening in this video?",
-                       tokens: int = GREEDY_TOKENS) -> int:
+                       tokens: int = GREEDY_TOKENS, reference_device: str | None = None) -> int:
     """`vidchat parity`: serve the profile (unless ``server`` is given), check, print the
     verdict; exit status 0 on PASS, 1 on FAIL."""
     import sys
@@ -322,8 +328,10 @@ def run_parity_command(config: str, server: str | None = None, video: str | None
 
     proc = None
     if server is None:
-        say(f"starting `vidchat serve --config {config}`")
-        proc = ServeProcess.start(config)
+        extra = ["--set", f"gpu_memory_utilization={GPU_SHARE_BESIDE_REFERENCE}"] \
+            if cfg.device == "cuda" else []
+        say(f"starting `vidchat serve --config {config} {' '.join(extra)}`")
+        proc = ServeProcess.start(config, *extra)
         server = proc.api_url
     try:
         if proc is not None:
@@ -332,8 +340,10 @@ def run_parity_command(config: str, server: str | None = None, video: str | None
                 VideoChat(server) as chat:
             clip = video or make_demo_clip(Path(tmp) / "parity.mp4")
             encoded = chat.prepare(clip, frames)
+            reference = Reference(cfg.model_path, chat_template=hub_chat_template(),
+                                  device=reference_device)
             report = check_parity(chat, encoded, question, cfg.model_path, tokens=tokens,
-                                  progress=say)
+                                  reference=reference, progress=say)
     finally:
         if proc is not None:
             say("stopping the server")
