@@ -238,7 +238,8 @@ def serve(cfg: ServeConfig, *, log_path: Path | None = None, out: TextIO = sys.s
                 code = engine.poll()
             else:
                 say(f"ready in {took:.0f} s at {base}/v1 model={cfg.served_model_name} "
-                    f"max_frames={cfg.max_frames}")
+                    f"max_frames={cfg.max_frames} api_servers={cfg.api_servers} "
+                    f"max_request_mb={cfg.request_limit_mb}")
                 code = engine.wait()
             last = engine.last_line()[:160]
             engine.stop(timeout=5)  # reap whatever the dead engine left in its group
