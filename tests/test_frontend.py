@@ -1,0 +1,263 @@
+"""The production front end against a real vLLM server on CPU: several API processes on one
+port (`api_servers`), and the request-body cap (`max_request_mb`).
+
+One extra server (api_servers=2, its own: these tests kill its engine and stop it); the body
+cap is tested on the session's shared server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from conftest import RunningServer, start_vidchat_serve
+
+from vidchat.client import VideoChat
+from vidchat.limits import MIB
+from vidchat.server.config import load_config
+from vidchat.server.engine import ENGINE_MODULE
+
+pytestmark = pytest.mark.engine
+
+CPU_PROFILE = Path(__file__).resolve().parent.parent / "configs" / "cpu-tiny.yaml"
+API_SERVERS = 2
+OVERSIZED = 64 * MIB
+OVERSIZED_REQUESTS = 20
+# The API processes' RSS after 20 refused 64 MiB bodies: less than a quarter of ONE such body
+# (reading one whole body costs more than its size: vLLM 0.32 without the cap, 400 MB -> +1.4
+# GiB). Measured with the cap: +0-2 MiB.
+RSS_GROWTH_BOUND = 16 * MIB
+
+
+def engine_leader(server: RunningServer) -> psutil.Process:
+    """The process the launcher started: `python -m vidchat.server.vllm_serve ...`."""
+    kids = [p for p in psutil.Process(server.proc.pid).children()
+            if ENGINE_MODULE in " ".join(p.cmdline())]
+    assert len(kids) == 1, f"expected one engine leader, found {kids}"
+    return kids[0]
+
+
+def api_processes(server: RunningServer) -> list[psutil.Process]:
+    """The processes that serve HTTP: vLLM's `VLLM::APIServer_i` children when there are
+    several, else the engine leader itself."""
+    leader = engine_leader(server)
+    several = [p for p in leader.children() if p.name().startswith("VLLM::APIServer")]
+    return several or [leader]
+
+
+def engine_core(server: RunningServer) -> psutil.Process:
+    cores = [p for p in engine_leader(server).children() if p.name() == "VLLM::EngineCore"]
+    assert len(cores) == 1, cores
+    return cores[0]
+
+
+def listening_ports(proc: psutil.Process) -> set[int]:
+    return {c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def open_connections(proc: psutil.Process, port: int) -> int:
+    return sum(1 for c in proc.net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def wait_for_output(server: RunningServer, text: str, timeout: float = 60) -> None:
+    """Until the launcher has printed `text` (its lines come a moment after /health)."""
+    deadline = time.monotonic() + timeout
+    while text not in server.output_file.read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in:\n{server.output_tail()}"
+        time.sleep(0.5)
+
+
+def wait_healthy(server: RunningServer, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.proc.poll() is None, "the launcher gave up instead of restarting"
+        try:
+            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail("the server did not come back")
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """`vidchat serve --set api_servers=2` on the CPU profile (its own: killed and stopped)."""
+    srv = start_vidchat_serve(tmp_path_factory.mktemp("multi"),
+                              "--set", f"api_servers={API_SERVERS}",
+                              "--set", "restart_backoff_s=1")
+    yield srv
+    srv.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# api_servers=2
+
+
+def test_two_api_processes_share_one_port(multi):
+    procs = api_processes(multi)
+    assert sorted(p.name() for p in procs) == ["VLLM::APIServer_0", "VLLM::APIServer_1"]
+    for p in procs:
+        assert multi.port in listening_ports(p), f"{p.name()} does not listen on {multi.port}"
+    wait_for_output(multi, f"api_servers={API_SERVERS} ")  # the launcher's ready line
+
+
+def test_questions_about_one_video_through_both_processes(multi, h264_clip):
+    statuses: list[int] = []
+    misses: list[str] = []
+
+    def hook(resp: httpx.Response) -> None:
+        if resp.request.url.path.endswith("/chat/completions"):
+            statuses.append(resp.status_code)
+            if resp.status_code == 400:
+                resp.read()
+                misses.append(resp.text)
+
+    questions = ["What happens?", "Who is there?", "What color is it?", "Where is it?",
+                 "When is it?"]
+    http = httpx.Client(event_hooks={"response": [hook]}, timeout=180)
+    with VideoChat(multi.base_url, http_client=http) as chat:
+        # The first question uploads the frames and streams its answer on one connection
+        # (one process); the others go out together with frame ids only, on new
+        # connections, which vLLM hands to the least loaded process: the other one.
+        answers = chat.ask_many(h264_clip, questions, frames=4, max_tokens=32,
+                                ignore_eos=True)
+    assert [a.completion_tokens for a in answers] == [32] * len(questions)
+    assert all(a.prompt_tokens > 4 * 729 for a in answers)
+    # A follow-up that reached the process without the frames was answered 400 "Cache
+    # miss" and resent once with the frames; every question got its answer.
+    assert misses, f"no follow-up reached the second process (statuses {statuses})"
+    assert all("Cache miss" in m for m in misses), misses
+    assert statuses.count(200) == len(questions), statuses
+
+
+def test_an_engine_death_restarts_the_server_with_both_processes(multi, h264_clip):
+    before = {p.pid for p in api_processes(multi)}
+    engine_core(multi).kill()
+    wait_for_output(multi, "restart 1 of")
+    wait_healthy(multi)
+    after = api_processes(multi)
+    assert len(after) == API_SERVERS and not before & {p.pid for p in after}
+    with VideoChat(multi.base_url) as chat:
+        assert chat.ask(h264_clip, "And now?", frames=2, max_tokens=3).completion_tokens >= 1
+
+
+def test_sigterm_drains_every_api_process_and_leaves_no_process(multi):
+    tree = [multi.proc.pid] + [p.pid for p in psutil.Process(multi.proc.pid).children(True)]
+    procs = api_processes(multi)
+    results: list[dict[str, object]] = []
+    started = threading.Semaphore(0)
+    body = {"model": multi.model, "max_tokens": 1000, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Count."}]}
+
+    def long_request() -> None:
+        result: dict[str, object] = {}
+        results.append(result)
+        with httpx.stream("POST", multi.base_url + "/chat/completions", json=body,
+                          timeout=300) as resp:
+            result["status"] = resp.status_code
+            data_lines = 0
+            for line in resp.iter_lines():
+                data_lines += line.startswith("data:")
+                if data_lines == 2:  # the role chunk, then a generated token: it is running
+                    started.release()
+                if line.startswith("data: {") and '"usage":{' in line.replace(" ", ""):
+                    usage = json.loads(line[len("data: "):]).get("usage") or {}
+                    result["tokens"] = usage.get("completion_tokens")
+
+    workers = []
+    for _ in range(API_SERVERS):
+        worker = threading.Thread(target=long_request)
+        worker.start()
+        workers.append(worker)
+        # Started one after the other: the second connection goes to the least loaded
+        # process, the one without the first.
+        assert started.acquire(timeout=120), "a long request never started"
+    assert [open_connections(p, multi.port) for p in procs] == [1] * API_SERVERS, \
+        "the two streams are not on the two processes"
+    multi.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    try:
+        refused = httpx.post(multi.base_url + "/chat/completions", json={**body, "stream": False},
+                             timeout=10).status_code
+    except httpx.HTTPError:
+        refused = "connection refused"
+    assert refused != 200, "a new request was accepted during the drain"
+    for worker in workers:
+        worker.join(timeout=300)
+    assert results == [{"status": 200, "tokens": 1000}] * API_SERVERS
+    assert multi.proc.wait(timeout=90) == 0
+    time.sleep(1)
+    alive = [pid for pid in tree if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes left behind: {alive}"
+
+
+# ---------------------------------------------------------------------------------------------
+# max_request_mb, on the shared server (api_servers=1)
+
+
+def cap_of_shared_server() -> int:
+    return load_config(CPU_PROFILE).max_request_bytes  # the session server runs the profile
+
+
+def test_the_413_comes_before_the_body(server):
+    cap = cap_of_shared_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        # Headers announcing 64 MiB, one byte of body, then nothing: an answer now can only
+        # come from a server that did not wait for the body.
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     + f"Content-Length: {OVERSIZED}\r\n\r\n{{".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), reply[:300]
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)["error"]
+    assert f"of {OVERSIZED} bytes" in error["message"]
+    assert f"limit of {cap} bytes" in error["message"]
+
+
+def test_oversized_bodies_get_413_memory_stays_flat_and_it_still_answers(server, h264_clip):
+    front = api_processes(server)
+    big = b" " * OVERSIZED
+    piece = b" " * MIB
+    url = server.base_url + "/chat/completions"
+    headers = {"content-type": "application/json"}
+
+    def oversized(i: int) -> httpx.Response:
+        if i % 2:  # chunked: no length announced, cut once past the cap
+            return httpx.post(url, content=iter([piece] * (OVERSIZED // MIB)), headers=headers,
+                              timeout=120)
+        return httpx.post(url, content=big, headers=headers, timeout=120)
+
+    assert oversized(0).status_code == 413  # warm: whatever the first 413 loads is loaded
+    rss0 = sum(p.memory_info().rss for p in front)
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(oversized, range(OVERSIZED_REQUESTS)))
+    rss1 = sum(p.memory_info().rss for p in front)
+    assert [r.status_code for r in replies] == [413] * OVERSIZED_REQUESTS
+    for reply in replies:
+        assert reply.text.count("\n") == 1, reply.text
+        assert "max_request_mb" in reply.json()["error"]["message"]
+    growth = rss1 - rss0
+    print(f"API process RSS {rss0 / MIB:.0f} -> {rss1 / MIB:.0f} MiB after "
+          f"{OVERSIZED_REQUESTS} x {OVERSIZED // MIB} MiB bodies")
+    assert growth < RSS_GROWTH_BOUND, f"RSS grew {growth / MIB:.1f} MiB"
+    with VideoChat(server.base_url) as chat:
+        assert chat.ask(h264_clip, "Still there?", frames=2, max_tokens=3).completion_tokens >= 1
