@@ -5,7 +5,7 @@ vLLM 0.32's server reads any request body whole (a 400 MB body was read, answere
 
 - a declared `Content-Length` over the cap: at once, before a byte of the body is read;
 - a body without one (chunked): as soon as the bytes read pass the cap; the app is told the
-  client went away and its own answer is dropped.
+  client went away, and its own answer (or error) is dropped.
 
 The 413 closes the connection, so the rest of the body is never read. vLLM imports this class
 in every API-server process (`--api-server-count`), so the cap comes from the environment
@@ -110,7 +110,13 @@ class BodyLimitMiddleware:
                 started = True
             await send(message)
 
-        await self.app(scope, capped_receive, guarded_send)
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # The app failed on the body cut short (Starlette raises ClientDisconnect from
+            # request.body()): expected, and the client already has its 413.
 
     async def _refuse(self, send: Send, size: int | None) -> None:
         body = refusal(self.limit, size)

@@ -29,6 +29,8 @@ class EngineCommand:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     secret_env: frozenset[str] = frozenset()
+    drain_engine_core_first: bool = False
+    """Stop by draining the engine core before the API processes (see launcher.py)."""
 
     def shell(self) -> str:
         """The command as one shell line, secrets masked: safe to print or log."""
@@ -102,4 +104,9 @@ def build_engine_command(
     if key:
         env[ENGINE_API_KEY_VAR] = key
         secret.add(ENGINE_API_KEY_VAR)
-    return EngineCommand(argv=argv, env=env, secret_env=frozenset(secret))
+    # With several API processes, vLLM 0.32's SIGTERM path stops them at once: their engine
+    # client owns no engine to wait for, so streams in flight are cut. The engine core drains
+    # on its own SIGTERM (in-flight requests finish, new ones are refused), so the launcher
+    # signals it first.
+    return EngineCommand(argv=argv, env=env, secret_env=frozenset(secret),
+                         drain_engine_core_first=cfg.api_servers > 1)

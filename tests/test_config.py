@@ -128,6 +128,10 @@ def test_api_servers_and_request_cap_overrides_reach_the_command_line():
     cmd = build_engine_command(cfg, {})
     assert flag(cmd.argv, "--api-server-count") == "2"
     assert cmd.env[LIMIT_ENV] == str(3 * MIB)
+    # Several API processes: the launcher drains the engine core before stopping them.
+    assert cmd.drain_engine_core_first
+    one = build_engine_command(load_config(CONFIGS / "cpu-tiny.yaml"), {})
+    assert not one.drain_engine_core_first
 
 
 @pytest.mark.parametrize(("frames", "mb"), [(1, 2), (16, 5), (32, 9), (44, 12)])
