@@ -650,7 +650,10 @@ What `configs/llava-interleave-qwen-0.5b.yaml` sets to approach it, and why:
   `VLLM::APIServer_*` processes near 100% of a core each while the GPU is not busy
   (`nvidia-smi` utilisation well under ~80%), raise it; if they idle, fewer keep more
   follow-ups on the process that holds their frames. On 2 CPU cores a second process gains
-  nothing (CPU tuning above).
+  nothing (CPU tuning above). On SIGTERM, vLLM 0.32 stops several API processes at once and
+  cuts the answers they are streaming; the launcher therefore drains the engine core first
+  (answers in flight finish, new requests are refused) and only then stops them (tested on
+  CPU with 2 processes).
 - `max_request_mb` (default 9 MiB: 32 frames x 256 KiB + 1 MiB) - bodies over it get HTTP
   413 before they are read, on the single server and through the `--replicas` router alike
   (one number). It bounds what one request can make the front end hold; raise it only for
