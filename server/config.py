@@ -31,9 +31,9 @@ from vidchat.limits import (
 from vidchat.server.body_limit import LIMIT_ENV
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-# Flags the profile owns through its own keys: a copy in extra_args would silently win.
 # A cap is there to bound memory: a larger one is a mistake (bytes written for MiB?).
 MAX_REQUEST_MB = 1024
+# Flags the profile owns through its own keys: a copy in extra_args would silently win.
 OWNED_FLAGS = {"--api-server-count": "api_servers", "-asc": "api_servers"}
 
 
