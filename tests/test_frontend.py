@@ -129,19 +129,25 @@ def test_questions_about_one_video_through_both_processes(multi, h264_clip):
     questions = ["What happens?", "Who is there?", "What color is it?", "Where is it?",
                  "When is it?"]
     http = httpx.Client(event_hooks={"response": [hook]}, timeout=180)
+    asked = 0
     with VideoChat(multi.base_url, http_client=http) as chat:
         # The first question uploads the frames and streams its answer on one connection
         # (one process); the others go out together with frame ids only, on new
-        # connections, which vLLM hands to the least loaded process: the other one.
-        answers = chat.ask_many(h264_clip, questions, frames=4, max_tokens=32,
-                                ignore_eos=True)
-    assert [a.completion_tokens for a in answers] == [32] * len(questions)
-    assert all(a.prompt_tokens > 4 * 729 for a in answers)
+        # connections, which vLLM hands to the least loaded process: usually the other one.
+        # On a busy machine not always, so a few rounds, each on new frames (new uuids).
+        for frames in (4, 3, 5):
+            answers = chat.ask_many(h264_clip, questions, frames=frames, max_tokens=32,
+                                    ignore_eos=True)
+            asked += len(questions)
+            assert [a.completion_tokens for a in answers] == [32] * len(questions)
+            assert all(a.prompt_tokens > frames * 729 for a in answers)
+            if misses:
+                break
     # A follow-up that reached the process without the frames was answered 400 "Cache
     # miss" and resent once with the frames; every question got its answer.
     assert misses, f"no follow-up reached the second process (statuses {statuses})"
     assert all("Cache miss" in m for m in misses), misses
-    assert statuses.count(200) == len(questions), statuses
+    assert statuses.count(200) == asked, statuses
 
 
 def test_an_engine_death_restarts_the_server_with_both_processes(multi, h264_clip):
