@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from vidchat.server.body_limit import LIMIT_ENV, MIDDLEWARE_PATH
 from vidchat.server.config import ServeConfig
+from vidchat.server.drain import MIDDLEWARE_PATH as DRAIN_MIDDLEWARE_PATH
 
 ENGINE_MODULE = "vidchat.server.vllm_serve"
 # vLLM reads the key from this variable, so it never appears in argv (visible to `ps`).
@@ -65,6 +66,8 @@ def build_engine_command(
         "--api-server-count", str(cfg.api_servers),
         # Bodies over max_request_mb get 413 before they are read (the cap: LIMIT_ENV).
         "--middleware", MIDDLEWARE_PATH,
+        # New requests get 503 once the launcher starts a drain (the flag: DRAIN_ENV).
+        "--middleware", DRAIN_MIDDLEWARE_PATH,
     ]
     # Questions about one video share the whole image prefix (the template puts images
     # first), so prefix caching is what makes follow-up questions cheap.
@@ -106,7 +109,6 @@ def build_engine_command(
         secret.add(ENGINE_API_KEY_VAR)
     # With several API processes, vLLM 0.32's SIGTERM path stops them at once: their engine
     # client owns no engine to wait for, so streams in flight are cut. The engine core drains
-    # on its own SIGTERM (in-flight requests finish, new ones are refused), so the launcher
-    # signals it first.
+    # on its own SIGTERM (in-flight requests finish), so the launcher signals it first.
     return EngineCommand(argv=argv, env=env, secret_env=frozenset(secret),
                          drain_engine_core_first=cfg.api_servers > 1)

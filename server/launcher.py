@@ -6,9 +6,11 @@ A thin shell around a process: all decisions about flags live in `engine.py`.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -19,6 +21,7 @@ from typing import TextIO
 
 from vidchat.errors import ConfigError, EngineError
 from vidchat.server.config import ServeConfig
+from vidchat.server.drain import DRAIN_ENV
 from vidchat.server.engine import EngineCommand, build_engine_command
 
 HEALTH_POLL_S = 0.5
@@ -86,11 +89,14 @@ class EngineProcess:
         self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self.proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
+        # Created when a stop begins: the API processes then answer new requests 503.
+        self._drain_flag: Path | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.tail.clear()
-        env = {**os.environ, **self.cmd.env}
+        self._drain_flag = Path(tempfile.mkdtemp(prefix="vidchat-drain-")) / "draining"
+        env = {**os.environ, **self.cmd.env, DRAIN_ENV: str(self._drain_flag)}
         self.proc = subprocess.Popen(
             self.cmd.argv,
             env=env,
@@ -144,6 +150,7 @@ class EngineProcess:
             return None
         wait_s = timeout
         if self.proc.poll() is None:
+            self._begin_drain()
             if self.cmd.drain_engine_core_first and timeout > 0:
                 t0 = time.monotonic()
                 self._drain_engine_cores(timeout)
@@ -156,17 +163,24 @@ class EngineProcess:
             self.proc.wait(timeout=10)
         # Worker processes may outlive the leader for a moment: make sure none is left.
         self._signal_group(signal.SIGKILL)
+        if self._drain_flag is not None:
+            shutil.rmtree(self._drain_flag.parent, ignore_errors=True)
         if self._reader is not None:
             self._reader.join(timeout=5)
         return self.proc.returncode
+
+    def _begin_drain(self) -> None:
+        """From now on the API processes answer new requests 503 (server/drain.py)."""
+        if self._drain_flag is not None and self._drain_flag.parent.is_dir():
+            self._drain_flag.touch()
 
     def _drain_engine_cores(self, timeout: float) -> None:
         """SIGTERM the engine core processes and wait up to `timeout` for them to exit.
 
         An engine core drains on SIGTERM: requests in flight run to the end (up to
         --shutdown-timeout) and their tokens still reach the API processes, which keep
-        streaming them; new requests are refused. Only then is the leader told to stop, and
-        vLLM then reports the engine core as having died: expected here.
+        streaming them (new requests are already refused: `_begin_drain`). Only then is the
+        leader told to stop, and vLLM then reports the engine core as having died: expected.
         """
         import psutil  # installed with vLLM, which this process starts
 

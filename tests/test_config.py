@@ -13,6 +13,7 @@ from vidchat.errors import ConfigError
 from vidchat.limits import MIB, TOKENS_PER_IMAGE
 from vidchat.server.body_limit import LIMIT_ENV, MIDDLEWARE_PATH
 from vidchat.server.config import load_config
+from vidchat.server.drain import MIDDLEWARE_PATH as DRAIN_MIDDLEWARE_PATH
 from vidchat.server.engine import ENGINE_MODULE, build_engine_command
 from vidchat.server.launcher import check_safe_to_serve
 
@@ -61,6 +62,7 @@ PINNED = {
          "--max-model-len", "12304", "--limit-mm-per-prompt", '{"image": 16, "video": 0}',
          "--max-num-seqs", "32", "--host", "127.0.0.1", "--port", "8000",
          "--shutdown-timeout", "20", "--api-server-count", "1", "--middleware", MIDDLEWARE_PATH,
+         "--middleware", DRAIN_MIDDLEWARE_PATH,
          *COMMON_TAIL, "--max-num-batched-tokens", "2048", "--chat-template", "TEMPLATE"]),
     "cpu-tiny": (
         {LIMIT_ENV: "5242880", "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -69,6 +71,7 @@ PINNED = {
          "--max-model-len", "12304", "--limit-mm-per-prompt", '{"image": 16, "video": 0}',
          "--max-num-seqs", "16", "--host", "127.0.0.1", "--port", "8000",
          "--shutdown-timeout", "20", "--api-server-count", "1", "--middleware", MIDDLEWARE_PATH,
+         "--middleware", DRAIN_MIDDLEWARE_PATH,
          *COMMON_TAIL, "--enforce-eager", "--chat-template", "TEMPLATE"]),
     "llava-interleave-qwen-0.5b": (
         {LIMIT_ENV: "9437184", "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0"},
@@ -76,7 +79,8 @@ PINNED = {
          "llava-interleave-qwen-0.5b", "--dtype", "bfloat16", "--max-model-len", "23968",
          "--limit-mm-per-prompt", '{"image": 32, "video": 0}', "--max-num-seqs", "128",
          "--host", "127.0.0.1", "--port", "8000", "--shutdown-timeout", "30",
-         "--api-server-count", "4", "--middleware", MIDDLEWARE_PATH, *COMMON_TAIL,
+         "--api-server-count", "4", "--middleware", MIDDLEWARE_PATH,
+         "--middleware", DRAIN_MIDDLEWARE_PATH, *COMMON_TAIL,
          "--max-num-batched-tokens", "16384", "--gpu-memory-utilization", "0.9",
          "--chat-template", "TEMPLATE"]),
     "llava-interleave-qwen-7b": (
@@ -85,7 +89,8 @@ PINNED = {
          "llava-interleave-qwen-7b", "--dtype", "bfloat16", "--max-model-len", "12304",
          "--limit-mm-per-prompt", '{"image": 16, "video": 0}', "--max-num-seqs", "32",
          "--host", "127.0.0.1", "--port", "8000", "--shutdown-timeout", "60",
-         "--api-server-count", "4", "--middleware", MIDDLEWARE_PATH, *COMMON_TAIL,
+         "--api-server-count", "4", "--middleware", MIDDLEWARE_PATH,
+         "--middleware", DRAIN_MIDDLEWARE_PATH, *COMMON_TAIL,
          "--max-num-batched-tokens", "16384", "--gpu-memory-utilization", "0.9",
          "--chat-template", "TEMPLATE"]),
 }
@@ -118,7 +123,7 @@ def test_every_profile_parses_with_vllms_own_serve_parser():
         args = parse_serve_args(build_engine_command(cfg, {}).argv[3:])
         assert args.subparser == "serve" and args.model_tag == cfg.model_path
         assert args.api_server_count == cfg.api_servers
-        assert args.middleware == [MIDDLEWARE_PATH]
+        assert args.middleware == [MIDDLEWARE_PATH, DRAIN_MIDDLEWARE_PATH]
         assert args.limit_mm_per_prompt == {"image": cfg.max_frames, "video": 0}
         assert args.max_model_len == cfg.context_length
 

@@ -26,6 +26,7 @@ import yaml
 from vidchat.errors import ConfigError
 from vidchat.server.body_limit import LIMIT_ENV, MIDDLEWARE_PATH
 from vidchat.server.config import ServeConfig, load_config
+from vidchat.server.drain import MIDDLEWARE_PATH as DRAIN_MIDDLEWARE_PATH
 from vidchat.server.engine import build_engine_command
 from vidchat.server.replicas import (
     ROUTER_MODULE,
@@ -157,8 +158,9 @@ def test_router_and_engines_cap_bodies_at_one_number():
     for replica in plan.replicas:
         # Each engine runs the body-limit middleware with the same cap, and its API servers.
         assert replica.command.env[LIMIT_ENV] == str(7 * 2**20)
-        f = flags(replica.command.argv[4:])
-        assert f["--middleware"] == MIDDLEWARE_PATH and f["--api-server-count"] == "2"
+        argv = replica.command.argv
+        assert argv[argv.index("--middleware") + 1] == MIDDLEWARE_PATH
+        assert flags(argv[4:])["--api-server-count"] == "2"
 
 
 def need_router() -> None:
@@ -311,11 +313,14 @@ def test_helm_engine_args_agree_with_the_profile(values: dict, model_spec: dict)
     port = values["servingEngineSpec"]["containerPort"]
     chart = flags(chart_engine_argv(model_spec, port)[3:])
     argv = build_engine_command(cfg).argv
+    # The chart's image is vLLM's own, without vidchat, so without its middleware: the
+    # ingress caps request bodies at the same number (test_helm_ingress_caps_the_body_like_
+    # compose), and Kubernetes stops sending requests to a terminating pod itself.
+    middleware = [argv[i + 1] for i, a in enumerate(argv) if a == "--middleware"]
+    assert middleware == [MIDDLEWARE_PATH, DRAIN_MIDDLEWARE_PATH]
     ours = flags(argv[4:])  # after `python -m vidchat.server.vllm_serve MODEL`
+    ours.pop("--middleware")
     assert model_spec["modelURL"] == cfg.model == argv[3]
-    # The chart's image is vLLM's own, without vidchat: its ingress caps request bodies at the
-    # same number instead of the middleware (test_helm_ingress_caps_the_body_like_compose).
-    assert ours.pop("--middleware") == MIDDLEWARE_PATH
     # Where the chart necessarily differs: listen address, and where the template is mounted.
     assert (chart.pop("--host"), chart.pop("--port")) == ("0.0.0.0", str(port))
     for name in ("--host", "--port"):

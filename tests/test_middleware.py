@@ -1,5 +1,6 @@
-"""The request-body cap (vidchat.server.body_limit) on the ASGI protocol, and under FastAPI (the
-framework vLLM's server is built on). The real server: tests/test_frontend.py."""
+"""The engine's ASGI middleware on the ASGI protocol and under FastAPI (the framework vLLM's
+server is built on): the request-body cap (vidchat.server.body_limit) and the drain refusal
+(vidchat.server.drain). The real server: tests/test_frontend.py, tests/test_faults.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from vidchat.errors import ConfigError
 from vidchat.server.body_limit import LIMIT_ENV, BodyLimitMiddleware, limit_from_env
+from vidchat.server.drain import DrainMiddleware
 
 LIMIT = 1000
 
@@ -170,3 +172,23 @@ def test_under_fastapi_small_bodies_pass_and_large_ones_get_413(fastapi_client):
     # FastAPI's own answer to the cut body would be a 400; the client sees the 413.
     assert streamed.status_code == 413, streamed.text
     assert "sent without a length" in streamed.json()["error"]["message"]
+
+
+def test_drain_refuses_new_requests_once_the_flag_exists(tmp_path):
+    flag = tmp_path / "draining"
+    before, after, app = Peer([b"{}"], declared=2), Peer([b"{}"], declared=2), EchoApp()
+    asyncio.run(DrainMiddleware(app, flag=str(flag))(before.scope, before.receive, before.send))
+    flag.touch()
+    asyncio.run(DrainMiddleware(app, flag=str(flag))(after.scope, after.receive, after.send))
+    assert (before.status, before.body) == (200, b"2")
+    assert after.status == 503 and app.calls == 1 and after.reads == 0
+    assert after.headers[b"retry-after"] == b"1"
+    line = after.body.decode()
+    assert line.count("\n") == 1 and "shutting down" in json.loads(line)["error"]["message"]
+
+
+def test_drain_without_a_flag_path_does_nothing(monkeypatch):
+    monkeypatch.delenv("VIDCHAT_DRAIN_FLAG", raising=False)
+    peer, app = Peer([b"{}"], declared=2), EchoApp()
+    asyncio.run(DrainMiddleware(app)(peer.scope, peer.receive, peer.send))
+    assert peer.status == 200
