@@ -652,8 +652,9 @@ What `configs/llava-interleave-qwen-0.5b.yaml` sets to approach it, and why:
   follow-ups on the process that holds their frames. On 2 CPU cores a second process gains
   nothing (CPU tuning above). On SIGTERM, vLLM 0.32 stops several API processes at once and
   cuts the answers they are streaming; the launcher therefore drains the engine core first
-  (answers in flight finish, new requests are refused) and only then stops them (tested on
-  CPU with 2 processes).
+  (answers in flight finish; new requests get 503 from vidchat's drain middleware in every
+  API process, where the draining engine would answer them 200 and empty) and only then
+  stops them (tested on CPU with 2 processes).
 - `max_request_mb` (default 9 MiB: 32 frames x 256 KiB + 1 MiB) - bodies over it get HTTP
   413 before they are read, on the single server and through the `--replicas` router alike
   (one number). It bounds what one request can make the front end hold; raise it only for
