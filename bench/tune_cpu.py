@@ -7,6 +7,8 @@ with one request on a video outside the workload, then runs two `vidchat bench` 
     distinct  16 videos x 1 question,  1 frame, 128 output tokens, concurrency 16
 
     python bench/tune_cpu.py [--variants default,bind-0-1,...] [--repeat 1] [--write-docs]
+                             [--set KEY=VALUE ...]   (added to every variant, e.g. dtype=float32
+                                                      on a CPU without fast bf16)
 
 writes out/bench/tune_cpu.json (and docs/data/tune_cpu.json with --write-docs) and prints
 requests/s per variant. The machine is shared: the load average is recorded beside every
@@ -94,6 +96,8 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--repeat", type=int, default=1, help="rounds over the variants")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a profile override added to every variant (recorded with it)")
     parser.add_argument("--out", default=str(OUT / "tune_cpu.json"))
     parser.add_argument("--append", action="store_true",
                         help="add to the results already in --out instead of replacing them")
@@ -117,7 +121,7 @@ def main() -> int:
     for _ in range(args.repeat):
         for name in names:
             try:
-                results.append(run_variant(name, VARIANTS[name], videos, warm))
+                results.append(run_variant(name, (*args.set, *VARIANTS[name]), videos, warm))
             except RuntimeError as exc:
                 print(f"  {name}: failed: {str(exc)[-800:]}", file=sys.stderr)
                 results.append({"variant": name, "error": str(exc)[-2000:]})
