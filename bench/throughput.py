@@ -586,9 +586,11 @@ def write_docs(data: dict[str, Any], tune: dict[str, Any] | None) -> Path:
         "binding leaves one of the two cores to its scheduler and the API server, and "
         "unpinned threads collapse), compiled graphs (~+10%), 4 GiB of KV cache (1 GiB "
         "starves the sessions, 8 GiB adds nothing), vLLM's 2048 batched tokens (8192 "
-        "stalls decode behind prefill chunks), one API server (the flag is ignored by the "
-        "launcher's entry point, and a second front-end process would only take CPU from "
-        "the engine). An fp8 KV cache did not pay here and changes numerics: not used. "
+        "stalls decode behind prefill chunks), one API server (two measured 0.25 / 0.36 "
+        "against one's 0.28 / 0.38 req/s, -9% / -6%: on 2 cores the second front-end "
+        "process only takes CPU from the engine, and follow-up questions that reach the "
+        "process without their frames resend them). An fp8 KV cache did not pay here and "
+        "changes numerics: not used. "
         "`configs/cpu-tiny.yaml` (tests, demo) keeps vLLM's defaults: its model is "
         "overhead-bound and these variants were not measured on it.")
     add("")
