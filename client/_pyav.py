@@ -12,14 +12,16 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from vidchat.client._decode import DECODER_THREADS, DecodeRequest, DecodeResult
 from vidchat.client._plan import plan_reads, plan_samples, video_duration
+from vidchat.client._resize import resize_rows
 from vidchat.errors import VideoDecodeError
 
 __all__ = ["decode", "to_rgb_array"]
@@ -296,17 +298,61 @@ def _quarter_turns(frame: Any) -> int:
     return round(float(degrees) / 90) % 4
 
 
+# Pixel formats whose planes can be cut into row bands and converted band by band (swscale
+# converts 4:2:0 two rows at a time, so even-aligned bands give the rows a whole-frame
+# conversion gives).
+_BANDED_FORMATS = ("yuv420p", "yuvj420p")
+
+
 def to_rgb_array(frame: Any, size: int) -> np.ndarray:
-    # Resize straight from the decoder's YUV to size x size RGB (what the SigLIP processor
-    # does: a plain bicubic resize to a square), then rotate: with a square target both orders
-    # give the same picture. Holding 4:2:0 until the decoder is freed would save ~1.4 MB of
-    # peak at 8 frames of 1080p, but costs chroma detail the JPEG keeps (measured: MAE vs the
-    # direct resize 3.6 instead of 2.8 after JPEG q90), so frames are converted right away.
-    small = frame.reformat(width=size, height=size, format="rgb24", interpolation="BICUBIC")
-    arr = small.to_ndarray()
+    """``size`` x ``size`` RGB of a decoded frame, as the reference makes it (`_resize`): RGB at
+    full resolution by swscale's plain conversion, PIL bicubic; then the display rotation.
+
+    A square target makes rotate-then-resize and resize-then-rotate the same filter on each
+    axis; only PIL's 8-bit rounding between its two passes can differ (by one level), so the
+    cheap order is used.
+    """
+    w, h = frame.width, frame.height
+    banded = frame.format.name in _BANDED_FORMATS and w % 2 == 0 and h % 2 == 0
+    read = _yuv420_rows(frame) if banded else _whole_rows(frame)
+    arr = resize_rows(read, w, h, size, banded=banded)
     turns = _quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
 
 
-# ----------------------------------------------------------------------------------------------
-# Sources and the public entry point
+def _yuv420_rows(frame: Any) -> Callable[[int, int], Image.Image]:
+    """Rows [r0, r1) of a 4:2:0 frame as RGBX, converted on their own (r0, r1 even)."""
+    import av
+
+    w, cw = frame.width, frame.width // 2
+    y, u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size) for p in frame.planes[:3])
+    fmt, colorspace, color_range = frame.format.name, frame.colorspace, frame.color_range
+
+    def read(r0: int, r1: int) -> Image.Image:
+        c0, c1 = r0 // 2, r1 // 2
+        packed = np.concatenate(
+            (y[r0:r1, :w].ravel(), u[c0:c1, :cw].ravel(), v[c0:c1, :cw].ravel())
+        ).reshape(-1, w)
+        band = av.VideoFrame.from_ndarray(packed, format=fmt)
+        band.colorspace, band.color_range = colorspace, color_range  # the frame's matrix
+        return _rgbx_image(band.reformat(format="rgb0", threads=1), w, r1 - r0)
+
+    return read
+
+
+def _whole_rows(frame: Any) -> Callable[[int, int], Image.Image]:
+    """The whole frame in RGB (any pixel format: swscale's conversion, as the reference's)."""
+
+    def read(r0: int, r1: int) -> Image.Image:
+        rgb = frame.reformat(format="rgb24", threads=1)
+        plane = rgb.planes[0]
+        return Image.frombuffer("RGB", (frame.width, frame.height), plane, "raw", "RGB",
+                                plane.line_size, 1)  # fmt: skip
+
+    return read
+
+
+def _rgbx_image(rgbx: Any, width: int, height: int) -> Image.Image:
+    # RGBX is PIL's own layout: the image maps the frame's buffer, no copy.
+    plane = rgbx.planes[0]
+    return Image.frombuffer("RGBX", (width, height), plane, "raw", "RGBX", plane.line_size, 1)

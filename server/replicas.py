@@ -55,9 +55,10 @@ ROUTER_HEALTH_FAILURES = 2
 # the first requests for a dead replica's sessions fail outright (measured: two 500s).
 ROUTER_BREAKER_FAILURES = 3
 ROUTER_STARTUP_TIMEOUT_S = 60.0
-# Body cap: a frame travels as a base64 JPEG of 384x384 (quality 90): tens of KB for video;
-# 256 KiB bounds even noise-like frames. 1 MiB more covers the question, history and JSON.
-FRAME_BODY_BUDGET_BYTES = 256 * 1024
+# Body cap: a frame travels as a base64 JPEG of 384x384 (4:4:4, quality 94): 40-80 KB for
+# video; 512 KiB bounds even noise-like frames (436 KiB measured). 1 MiB more covers the
+# question, history and JSON.
+FRAME_BODY_BUDGET_BYTES = 512 * 1024
 TEXT_BODY_BUDGET_BYTES = 1024 * 1024
 SUPERVISE_POLL_S = 1.0
 ENGINE_LOOPBACK = "127.0.0.1"

@@ -150,11 +150,17 @@ def test_router_argv_routes_by_session_with_a_body_cap():
 
 
 def test_body_limit_holds_the_profile_frames_and_no_more_than_needed():
+    import numpy as np
+    from PIL import Image
+
+    from vidchat.client._encoding import encode_jpeg
+
     cfg = gpu_cfg()  # 32 frames
     limit = request_body_limit(cfg)
-    worst_frame = len(base64.b64encode(os.urandom(150_000)))  # a noise-like 384x384 JPEG
+    noise = np.random.default_rng(0).integers(0, 256, (384, 384, 3), dtype=np.uint8)
+    worst_frame = len(base64.b64encode(encode_jpeg(Image.fromarray(noise))))  # as the client sends
     assert limit > cfg.max_frames * worst_frame
-    assert limit < 16 * 2**20
+    assert limit < 1.5 * cfg.max_frames * worst_frame + 2**20
 
 
 def need_router() -> None:
