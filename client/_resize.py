@@ -10,7 +10,7 @@ to it, on chroma edges mostly (docs/sampling.md).
 The full-resolution RGB picture need not be held whole. PIL's resize is separable and each
 output row reads a known span of input rows, so a frame can be converted and resized in
 horizontal bands of about `BAND_BYTES` (a band's rows, plus the rows its filter reaches into):
-a 1080p frame then costs ~2 MiB of RGB at a time instead of 8 MiB. The output is the same
+a 1080p frame then costs ~1 MiB of RGB at a time instead of 8 MiB. The output is the same
 bytes as one resize of the whole picture when the scale height/size is exact in binary (3
 divides the height, for size 384: 2160, 1080, 720, 480, 360 ...); otherwise PIL's float
 rounding could move a few pixels by one level, so the picture goes through in one band.
@@ -33,9 +33,9 @@ __all__ = ["BAND_BYTES", "Band", "band_plan", "resize_rows"]
 RESAMPLE = Image.Resampling.BICUBIC
 # PIL's bicubic filter reaches 2 source pixels each side (times the scale when shrinking).
 BICUBIC_SUPPORT = 2.0
-# RGB(X) bytes converted at once: ~256 rows of 1080p. Smaller bands repeat more of the rows
-# their filters share (a 1080p band reads ~12 rows more than it owns).
-BAND_BYTES = 2 << 20
+# RGB(X) bytes converted at once: ~136 rows of 1080p. Smaller bands repeat more of the rows
+# their filters share (a 1080p band reads ~12 rows more than it owns: 9% more at this size).
+BAND_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
