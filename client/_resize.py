@@ -85,7 +85,7 @@ def band_plan(height: int, width: int, size: int, band_bytes: int = BAND_BYTES) 
 
 def resize_rows(
     read_rows: Callable[[int, int], Image.Image], width: int, height: int, size: int, *,
-    banded: bool = True,
+    banded: bool = True, band_bytes: int = BAND_BYTES,
 ) -> np.ndarray:
     """``size`` x ``size`` RGB from the RGB(X) images ``read_rows(r0, r1)`` of rows [r0, r1)
     (called once, for the whole picture, unless ``banded``).
@@ -95,7 +95,7 @@ def resize_rows(
     output rows are the ones a resize of the whole picture gives.
     """
     out = np.empty((size, size, 3), dtype=np.uint8)
-    bands = band_plan(height, width, size) if banded else [Band(0, size, 0, height)]
+    bands = band_plan(height, width, size, band_bytes) if banded else [Band(0, size, 0, height)]
     for band in bands:
         image = read_rows(band.in_start, band.in_stop)
         # (row * height) / size: exact for the whole picture's box (0, height) at any scale.
@@ -103,6 +103,6 @@ def resize_rows(
                band.out_stop * height / size - band.in_start)  # fmt: skip
         part = image.resize((size, band.out_stop - band.out_start), RESAMPLE, box=box)
         del image
-        out[band.out_start : band.out_stop] = np.asarray(part.convert("RGB"))
+        out[band.out_start : band.out_stop] = np.asarray(part)[..., :3]  # RGB(X) -> RGB
     return out
 
