@@ -54,8 +54,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from vidchat.client import VideoChat
 
     gen = {"max_tokens": args.max_tokens, "temperature": args.temperature}
-    sampling = {k: v for k, v in (("fps", args.fps), ("start", args.start), ("end", args.end))
-                if v is not None}
+    sampling = {k: v for k, v in (("fps", args.fps), ("start", args.start), ("end", args.end),
+                                  ("mode", args.mode)) if v is not None}
     how = {"timestamps": args.timestamps, "sampling": sampling}
     several = len(args.question) > 1
     if args.long:
@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "--frames frames")
     p.add_argument("--start", type=float, help="window start, seconds (default: 0)")
     p.add_argument("--end", type=float, help="window end, seconds (default: the end)")
+    # No argparse choices: the library's one-line error names the modes.
+    p.add_argument("--mode", help="how frames are chosen: uniform (default: equal steps of "
+                   "time), keyframes (the nearest keyframes: fastest, maybe fewer frames), "
+                   "scenes (a frame of each scene change, the rest uniform)")
     p.add_argument("--timestamps", action="store_true",
                    help="label each frame with its time (\"Frame at 0:01.5:\")")
     p.add_argument("--long", action="store_true",
@@ -248,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="answer every question of a JSONL manifest into a "
                        "results file (OpenAI Batch output lines; resumable)")
     p.add_argument("manifest", help='JSONL, one question a line: {"custom_id", "video", '
-                   '"question"} + optional frames, fps, start, end, mode, timestamps, '
+                   '"question"} + optional frames, fps, start, end, mode (uniform, keyframes, '
+                   'scenes), timestamps, '
                    "max_tokens, temperature...")
     p.add_argument("--out", required=True, help="results JSONL; rows already in it are skipped")
     p.add_argument("--server", help="server URL (default: $VIDCHAT_BASE_URL or "
