@@ -14,6 +14,7 @@ whatever the keyframe interval: the cheapest frames a video has (bench/sampling.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,6 +122,14 @@ def decode(request: DecodeRequest) -> DecodeResult:
     container, stream = open_video(path)
     with container:
         index = index_video(container, stream, path)
+        if not index.key_pts:
+            # No keyframe is shown (an MP4 edit list can hide the only one): no frame is
+            # cheaper than another, so take the uniform frames.
+            from vidchat.client._decode import decode as decode_frames
+
+            container.close()
+            uniform = dataclasses.replace(request.spec, mode="uniform")
+            return decode_frames(dataclasses.replace(request, spec=uniform))
         key_times = [index.time(p) for p in index.key_pts]
         chosen = [index.key_pts[i] for i in plan_keyframes(key_times, index.duration,
                                                             request.spec)]
