@@ -43,6 +43,9 @@ class Frames:
     """The decoder that produced the frames: "decord" or "pyav"."""
     duration: float
     """Length of the whole video in seconds."""
+    scenes: list[float] | None = None
+    """With ``mode="scenes"``: where each scene found in the window starts (s), the first
+    at the window's start; None in the other modes."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -104,4 +107,4 @@ def sample_frames(
         raise
     images = [Image.fromarray(a) for a in result.arrays]
     return Frames(images, result.timestamps, result.indices, label, result.backend,
-                  result.duration)
+                  result.duration, result.stats.get("scene_starts"))
