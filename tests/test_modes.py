@@ -211,8 +211,10 @@ def test_scene_mode_returns_a_frame_of_every_scene_in_time_order(seven):
     assert sorted(set(colours), key=list(SCENE_COLOURS).index) == list(SCENE_COLOURS)
     expected = [SEVEN_SCENES[scene_of(t)][0].split("=")[-1] for t in frames.timestamps]
     assert colours == expected
-    assert [frame_number(im) for im in frames.images]  # decodable pictures
     assert frames.backend == "pyav"
+    # where the scenes were found to start: within a detection step of the truth
+    assert frames.scenes == pytest.approx(scene_bounds()[:-1], abs=0.1)
+    assert sample(seven, 8).scenes is None
 
 
 @needs_ffmpeg
@@ -244,7 +246,7 @@ def fake_url():
 
 @needs_ffmpeg
 @pytest.mark.parametrize("kind", KINDS)
-def test_the_clients_pass_the_mode_through(clip_dir, fake_url, kind, tmp_path):
+def test_the_clients_pass_the_mode_through(clip_dir, seven, fake_url, kind, tmp_path):
     path = str(make_clip("short_gop", clip_dir))
     want = sample(path, 8, mode="keyframes").timestamps
     assert want != sample(path, 8).timestamps
@@ -260,6 +262,8 @@ def test_the_clients_pass_the_mode_through(clip_dir, fake_url, kind, tmp_path):
         for window in long.windows:
             assert window.frames and all(min(abs(t - k) for k in keys) < 1e-6
                                          for t in window.frames)
+        scenes = chat.ask(str(seven), "Q?", 8, sampling={"mode": "scenes"}, max_tokens=2)
+        assert scenes.frame_times == pytest.approx(sample(seven, 8, mode="scenes").timestamps)
         manifest = tmp_path / "m.jsonl"
         manifest.write_text(json.dumps({"custom_id": "k", "video": path, "question": "Q?",
                                         "mode": "keyframes", "max_tokens": 2}) + "\n")
