@@ -11,7 +11,9 @@ everything users need is re-exported here, the underscored modules are private:
     _source   a path, file:// or http(s) URL -> a local file (_remote: the safe download)
     _plan     SamplingSpec (arguments checked once) -> which frames, seek or read on (pure)
     _decode   DecodeRequest -> the backend: _pyav (default) or _decord; _decode_worker runs
-              it in a child process a decoder crash or hang cannot take down
+              it in a child process a decoder crash or hang cannot take down; the other
+              sampling modes: _keyframes (the keyframes nearest the uniform targets),
+              _scenes (a frame of every scene change)
     _sampling sample_frames() -> Frames
     _encoding deterministic JPEG bytes and content-hash uuids
     _messages Frames -> EncodedVideo -> OpenAI chat messages (build_messages)

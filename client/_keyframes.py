@@ -87,10 +87,14 @@ def index_video(container: Any, stream: Any, path: str) -> VideoIndex:
 
     shown, keys = array("q"), array("q")
     last_ts, last_duration = None, 0  # the packet shown last, and how long it lasts
+    packets = 0
     try:
         for pkt in container.demux(stream):
+            if pkt.size == 0:
+                continue
+            packets += 1
             ts = pkt.pts if pkt.pts is not None else pkt.dts
-            if pkt.size == 0 or ts is None or getattr(pkt, "is_discard", False):
+            if ts is None or getattr(pkt, "is_discard", False):
                 continue
             shown.append(ts)
             if pkt.is_keyframe:
@@ -101,6 +105,11 @@ def index_video(container: Any, stream: Any, path: str) -> VideoIndex:
         raise VideoDecodeError(
             f"{path} is damaged ({_reason(e)}); re-download or re-encode it.", source=path
         ) from e
+    listed = stream.frames or 0
+    if listed and packets < listed:
+        raise VideoDecodeError(
+            f"{path} is truncated: its index lists {listed} frames but the file holds "
+            f"{packets}; copy or download it again.", source=path)
     if not shown:
         raise VideoDecodeError(
             f"{path} has no frames with timestamps; remux it into MP4 (ffmpeg -i IN -c copy "

@@ -24,7 +24,12 @@ from _clips import (
 from _twins import KINDS, Twin
 
 from vidchat.cli import main
-from vidchat.client import ManifestError, SamplingArgumentError, sample_frames
+from vidchat.client import (
+    ManifestError,
+    SamplingArgumentError,
+    VideoDecodeError,
+    sample_frames,
+)
 from vidchat.client._manifest import parse_row
 from vidchat.client._plan import MODES, SamplingSpec, plan_keyframes, sample_times
 from vidchat.client._pyav import to_rgb_array
@@ -233,6 +238,25 @@ def test_scene_mode_with_fewer_frames_than_scenes_and_in_a_window(seven):
 def test_scene_mode_on_a_video_without_cuts_is_uniform(clip_dir):
     path = make_clip("long_gop", clip_dir)  # one picture growing brighter: no cut
     assert sample(path, 8, mode="scenes").indices == sample(path, 8).indices
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("mode", ["keyframes", "scenes"])
+@pytest.mark.parametrize(
+    ("clip", "error", "words"),
+    [
+        ("empty", VideoDecodeError, "empty"),
+        ("text", VideoDecodeError, "video"),
+        ("audio_only", VideoDecodeError, "no video stream"),
+        ("truncated", VideoDecodeError, "complete video file"),
+        ("truncated_faststart", VideoDecodeError, "truncated"),
+    ],
+)
+def test_files_that_are_not_videos_in_every_mode(clip_dir, mode, clip, error, words):
+    path = make_clip(clip, clip_dir)
+    with pytest.raises(error, match=words) as info:
+        sample(path, 8, mode=mode)
+    assert str(path) in str(info.value) and info.value.source is not None
 
 
 # -- through the clients, manifests and the CLI (loopback fake server, no engine) -------------
