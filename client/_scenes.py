@@ -19,6 +19,7 @@ reference frames: the price of looking at the whole video, several times uniform
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -150,9 +151,16 @@ def find_scenes(times: Sequence[float], distances: Sequence[float], lo: float, h
     return scenes
 
 
-def scene_targets(scenes: Sequence[Scene], n: int) -> list[float]:
+def scene_targets(scenes: Sequence[Scene], n: int, key_times: Sequence[float] = ()
+                  ) -> list[float]:
     """At most ``n`` times, in order: a frame in every scene (of the n strongest-cut ones
-    when there are more), the frames left over shared by scene length, spread evenly."""
+    when there are more), the frames left over shared by scene length, spread evenly.
+
+    Each frame stands for an equal segment of its scene, taken at the segment's centre; a
+    keyframe in the segment (among ``key_times``, sorted), where the scene was seen, is
+    taken instead: it shows the same scene and costs one packet to decode, where a frame
+    between keyframes costs the decoding of every reference frame before it.
+    """
     if not scenes or n < 1:
         return []
     scenes = list(scenes)
@@ -178,11 +186,16 @@ def scene_targets(scenes: Sequence[Scene], n: int) -> list[float]:
         counts = [c + int(e) for c, e in zip(counts, extra, strict=True)]
     targets = []
     for scene, k in zip(scenes, counts, strict=True):
-        span = scene.end - scene.start
+        step = (scene.end - scene.start) / k
         for j in range(k):
-            t = scene.start + (j + 0.5) * span / k
             # Within the samples seen in the scene: the bounds are estimates, those are not.
-            targets.append(min(max(t, scene.first_seen), scene.last_seen))
+            lo = max(scene.start + j * step, scene.first_seen)
+            hi = min(scene.start + (j + 1) * step, scene.last_seen + TIME_EPS_S)
+            t = min(max(scene.start + (j + 0.5) * step, scene.first_seen), scene.last_seen)
+            first, last = bisect.bisect_left(key_times, lo), bisect.bisect_left(key_times, hi)
+            if first < last:
+                t = min(key_times[first:last], key=lambda key, t=t: abs(key - t))
+            targets.append(t)
     return targets
 
 
@@ -206,7 +219,7 @@ def decode(request: DecodeRequest) -> DecodeResult:
                 f"decoding {path} failed ({getattr(e, 'strerror', None) or e}); the file may "
                 "be damaged: re-encode it with ffmpeg.", source=path) from e
     scenes = find_scenes(times, distances, lo, hi)
-    targets = scene_targets(scenes, n)
+    targets = scene_targets(scenes, n, [index.time(k) for k in index.key_pts])
     # No samples (a window between two reference frames): uniform targets do.
     uniform = dataclasses.replace(spec, mode="uniform",
                                   targets=tuple(targets) if targets else None)

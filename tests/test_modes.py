@@ -196,6 +196,12 @@ def test_scene_targets_one_per_scene_then_by_length():
     assert scene_targets(scenes, 2) == [4.0, 14.0]  # the cut at 8 s is the stronger
     assert scene_targets(scenes, 1) == [10.0]
     assert scene_targets([], 8) == []
+    # A keyframe inside a frame's segment, where the scene was seen, is taken instead.
+    keys = [0.0, 3.5, 8.0, 9.0, 16.0, 19.95]
+    # 0-4 s: 3.5 is nearer 2.0 than 0.0; 4-8 s: none (8.0 opens the next scene, and 8.0 s
+    # was not seen in this one); 8-8.6 s: 8.0; 8.6-14.3 s: 9.0; 14.3-20 s: 16.0 (19.95 is
+    # past the last sample seen).
+    assert scene_targets(scenes, 5, keys) == [3.5, 6.0, 8.0, 9.0, 16.0]
 
 
 @needs_ffmpeg
@@ -237,7 +243,12 @@ def test_scene_mode_with_fewer_frames_than_scenes_and_in_a_window(seven):
 @needs_ffmpeg
 def test_scene_mode_on_a_video_without_cuts_is_uniform(clip_dir):
     path = make_clip("long_gop", clip_dir)  # one picture growing brighter: no cut
-    assert sample(path, 8, mode="scenes").indices == sample(path, 8).indices
+    assert shown_keyframes(path) == [0.0]
+    uniform = sample(path, 8).indices
+    scenes = sample(path, 8, mode="scenes")
+    assert scenes.scenes == [0.0]
+    # the uniform frames, but the first segment (0-0.25 s) holds a keyframe: that one
+    assert scenes.indices == [0, *uniform[1:]]
 
 
 @needs_ffmpeg
