@@ -2,17 +2,17 @@
 
     SamplingSpec ──► sample_times ──► plan_samples(times) ──► SamplePlan (indices, timestamps)
     (validated once)                  plan_reads(wanted, keyframes) ──► ReadPlan (seek or read on)
-                                      plan_keyframes(key_times) ──► which keyframes (mode
-                                      "keyframes"; decoded by _keyframes)
 
-By default (mode "uniform") frames are chosen uniformly in *time*: the window [start, end] is
-cut into equal segments and each segment contributes the frame on screen at its centre. Mode
-"keyframes" takes the keyframe nearest each of those centres instead (`_keyframes`); mode
-"scenes" looks at the content first (`_scenes`) and hands its chosen times back to the
-uniform path as ``SamplingSpec.targets``. Frame indices come from the
+Frames are chosen uniformly in *time*: the window [start, end] is cut into equal segments and
+each segment contributes the frame on screen at its centre. Frame indices come from the
 stream's own timestamps (the backends index them), so variable frame rate, missing frame
 counts (WebM/MKV) and MP4 edit lists are handled; a window with fewer frames than asked gives
 each of its frames once.
+
+That is mode "uniform" (``SamplingSpec.mode``, the default). Mode "keyframes" takes the
+keyframe nearest each of those centres instead (`plan_keyframes`; decoded by `_keyframes`);
+mode "scenes" looks at the content first (`_scenes`) and hands its chosen times back to the
+uniform path as ``SamplingSpec.targets``.
 """
 
 from __future__ import annotations
