@@ -25,7 +25,8 @@ unit: setup
 bench: setup
 	$(PY) bench/sampling.py --check
 
-# Frame sampling against the seed's sampler: regenerates docs/sampling.md (~2 minutes).
+# Frame sampling against the seed's sampler, and the sampling modes (bench/sampling_modes.py):
+# regenerates docs/sampling.md (~10 minutes on 2 cores; --skip-modes leaves the modes out).
 .PHONY: bench-sampling
 bench-sampling: setup
 	$(PY) bench/sampling.py --check --write-docs
