@@ -24,12 +24,14 @@ unit: setup
 
 bench: setup
 	$(PY) bench/sampling.py --check
+	$(PY) bench/sampling_modes.py --check
 
-# Frame sampling against the seed's sampler, and the sampling modes (bench/sampling_modes.py):
-# regenerates docs/sampling.md (~10 minutes on 2 cores; --skip-modes leaves the modes out).
+# Frame sampling against the seed's sampler, then the sampling modes (bench/sampling_modes.py,
+# which replaces only its own section): regenerates docs/sampling.md (~10 minutes on 2 cores).
 .PHONY: bench-sampling
 bench-sampling: setup
 	$(PY) bench/sampling.py --check --write-docs
+	$(PY) bench/sampling_modes.py --check --write-docs
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache out

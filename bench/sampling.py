@@ -273,10 +273,6 @@ def write_docs(report: dict) -> Path:
         "+3 MiB).",
         "",
     ]
-    if "modes" in report:  # the section of bench/sampling_modes.py
-        from sampling_modes import doc_lines as modes_doc_lines
-
-        lines += modes_doc_lines(report["modes"])
     path = DOCS / "sampling.md"
     path.write_text("\n".join(lines))
     return path
@@ -291,8 +287,6 @@ def main() -> int:
         action="store_true",
         help="also write docs/sampling.md, docs/img/sampling.png, docs/data/",
     )
-    parser.add_argument("--skip-modes", action="store_true",
-                        help="leave out the sampling modes section (bench/sampling_modes.py)")
     parser.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._measure:
@@ -357,11 +351,6 @@ def main() -> int:
             print(f"  keyframe every {clip['gop'] / FPS:g} s: {name:<28} "
                   f"{'ok' if ok else 'MISSED'}  (speedup {clip['speedup']:.1f}x, "
                   f"memory {clip['memory_fraction']:.3f})")  # fmt: skip
-    if not args.skip_modes:
-        from sampling_modes import run_modes
-
-        report["modes"] = run_modes(args.runs)
-        missed += [name for name, (_, ok) in report["modes"]["targets"].items() if not ok]
     (OUT / "sampling.json").write_text(json.dumps(report, indent=2))
     charted = _chart(report, OUT / "sampling.png")
     print(f"\nwrote {OUT / 'sampling.json'}" + (f" and {OUT / 'sampling.png'}" if charted else

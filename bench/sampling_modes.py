@@ -1,4 +1,5 @@
-"""Sampling modes, the "Sampling modes" section of bench/sampling.py (also runs alone).
+"""Sampling modes: the "Sampling modes" section of docs/sampling.md, beside bench/sampling.py
+(which measures the default, uniform, path; `make bench-sampling` runs both).
 
 - keyframe mode against the seed's sampler and against uniform sampling: 8 frames asked of
   20 s 1080p H.264 clips with a keyframe every 2 s and every 8 s;
@@ -12,8 +13,12 @@
 Every measurement is a fresh Python process (medians of --runs); memory added is the peak RSS
 minus the RSS after the imports (for ffmpeg: the child's peak).
 
-    python bench/sampling_modes.py [--runs 3] [--write-docs]     # this section alone
-    python bench/sampling.py --write-docs                        # the whole page
+    python bench/sampling_modes.py [--runs 3] [--check] [--write-docs]
+    python bench/sampling_modes.py --from-json docs/data/sampling-modes.json --write-docs
+
+--write-docs replaces only this section of docs/sampling.md (appending it when missing), so
+bench/sampling.py can rewrite the rest of the page; --from-json rewrites the section from a
+saved run without measuring again.
 """
 
 from __future__ import annotations
@@ -394,13 +399,19 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument("--write-docs", action="store_true",
                         help="also write the section into docs/sampling.md")
+    parser.add_argument("--from-json", type=Path, metavar="REPORT",
+                        help="a saved report (out/bench/sampling-modes.json, docs/data/...): "
+                        "no measuring")
     parser.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._measure:
         print(json.dumps(_measure(*args._measure)))
         return 0
-    report = run_modes(args.runs)
-    (OUT / "sampling-modes.json").write_text(json.dumps(report, indent=2))
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+    else:
+        report = run_modes(args.runs)
+        (OUT / "sampling-modes.json").write_text(json.dumps(report, indent=2))
     print("\n".join(doc_lines(report)))
     if args.write_docs:
         print(f"wrote {write_section(report)}")
