@@ -31,7 +31,14 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from vidchat.client import AsyncVideoChat, FetchLimits, encode_video, sample_frames
+from vidchat.client import (
+    AsyncVideoChat,
+    EncodedVideo,
+    FetchLimits,
+    build_messages,
+    encode_video,
+    sample_frames,
+)
 from vidchat.errors import (
     APIError,
     PlaygroundError,
@@ -50,6 +57,9 @@ STATIC_DIR = Path(str(resources.files("vidchat.ui") / "static"))
 # Host names a loopback-bound playground answers to: a page elsewhere that resolves its own
 # name to 127.0.0.1 (DNS rebinding) gets 400 instead of the API.
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+# A person is watching the page: one quick retry of a 429/503/connection error, then the
+# message (they can ask again), rather than the client's several backed-off retries.
+PLAYGROUND_MAX_RETRIES = 1
 
 
 def _status_of(exc: BaseException) -> int:
@@ -81,16 +91,22 @@ async def _json_body(request: Request) -> Any:
         raise PlaygroundError("the request body is not valid JSON") from None
 
 
+def _frame_labels(video: EncodedVideo) -> list[str]:
+    """Each frame's time label exactly as the model reads it with timestamps on ("Frame at
+    0:01.5:"), taken from the messages the client builds."""
+    content = build_messages(video, "?", timestamps=True)[0]["content"]
+    return [part["text"] for part in content[:-1] if part["type"] == "text"]
+
+
 class Playground:
     """The state behind the routes: one client for the vLLM server, and the video store."""
 
     def __init__(self, server: str | None, *, api_key: str | None, model: str | None,
-                 max_retries: int | None, fetch_limits: FetchLimits | None,
+                 max_retries: int, fetch_limits: FetchLimits | None,
                  store: VideoStore) -> None:
         self.fetch_limits = fetch_limits or FetchLimits()
-        kwargs: dict[str, Any] = {} if max_retries is None else {"max_retries": max_retries}
         self.chat = AsyncVideoChat(server, api_key=api_key, model=model,
-                                   fetch_limits=self.fetch_limits, **kwargs)
+                                   max_retries=max_retries, fetch_limits=self.fetch_limits)
         self.store = store
 
     async def info(self, request: Request) -> Response:
@@ -133,8 +149,9 @@ class Playground:
                 "bytes": video.payload_bytes, "image_tokens": len(frames) * TOKENS_PER_IMAGE,
                 "sampling": {"frames": form.frames, **form.sampling}}
         kept = self.store.keep_sample(video, info)
-        thumbs = [{"t": f.timestamp, "index": i, "src": f.data_url}
-                  for f, i in zip(video.frames, frames.indices, strict=True)]
+        thumbs = [{"t": f.timestamp, "index": i, "label": label, "src": f.data_url}
+                  for f, i, label in zip(video.frames, frames.indices, _frame_labels(video),
+                                         strict=True)]
         return JSONResponse({"id": kept.id, **info, "thumbnails": thumbs})
 
     async def ask(self, request: Request) -> Response:
@@ -168,7 +185,7 @@ def _guarded(handler: Any) -> Any:
 
 
 def create_app(server: str | None = None, *, api_key: str | None = None,
-               model: str | None = None, max_retries: int | None = None,
+               model: str | None = None, max_retries: int = PLAYGROUND_MAX_RETRIES,
                fetch_limits: FetchLimits | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, upload_root: str | None = None,
                allowed_hosts: list[str] | None = None) -> Starlette:

@@ -29,11 +29,8 @@ function describe(error) {
 
 // -- formatting -----------------------------------------------------------------------------
 
-function clock(seconds) {  // m:ss.s, as the model's frame labels read
-  const m = Math.floor(seconds / 60);
-  const s = (seconds - 60 * m).toFixed(1).padStart(4, "0");
-  return `${m}:${s}`;
-}
+// "Frame at 0:01.5:" (the label the model reads, made by the client) -> "0:01.5"
+const frameTime = (label) => label.replace(/^Frame at /, "").replace(/:$/, "");
 
 function sizeOf(bytes) {
   if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
@@ -140,11 +137,11 @@ function renderStrip(result) {
     figure.className = "frame";
     const img = document.createElement("img");
     img.src = thumb.src;
-    img.alt = `frame ${thumb.index} at ${clock(thumb.t)}`;
+    img.alt = `frame ${thumb.index}, ${thumb.label}`;
     const caption = document.createElement("figcaption");
     caption.className = "time";
-    caption.textContent = clock(thumb.t);
-    caption.title = `${thumb.t.toFixed(3)} s, frame ${thumb.index}`;
+    caption.textContent = frameTime(thumb.label);
+    caption.title = `${thumb.label} (${thumb.t.toFixed(3)} s, frame ${thumb.index} of the video)`;
     figure.append(img, caption);
     strip.append(figure);
   }
