@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from vidchat.client import sample_frames
+from vidchat.client import FetchLimits, sample_frames
 from vidchat.errors import PlaygroundError
 from vidchat.serve_process import free_port
 from vidchat.ui.app import LOOPBACK_HOSTS, create_app
@@ -200,6 +200,33 @@ def test_urls_go_through_the_safe_downloader(client):
     assert resp.status_code == 400
     error = resp.json()["error"]
     assert error["type"] == "RemoteVideoError" and "private or local address" in error["message"]
+
+
+def test_a_url_is_downloaded_by_the_client_and_sampled(dead_server, tmp_path, h264_clip):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(h264_clip.parent))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    # The test server is on loopback, which the downloader refuses unless told to trust it.
+    app = create_app(dead_server, max_retries=0, upload_root=str(tmp_path),
+                     fetch_limits=FetchLimits(allow_private=True))
+    try:
+        with TestClient(app) as c:
+            url = f"http://127.0.0.1:{httpd.server_port}/{h264_clip.name}"
+            resp = c.post("/api/sample", json={"url": url, "frames": 4})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["source"] == url
+    assert [t["t"] for t in body["thumbnails"]] == pytest.approx(
+        sample_frames(h264_clip, 4).timestamps)
 
 
 def test_server_down_is_a_message(client, h264_clip):

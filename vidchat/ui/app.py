@@ -105,15 +105,19 @@ class Playground:
                  max_retries: int, fetch_limits: FetchLimits | None,
                  store: VideoStore) -> None:
         self.fetch_limits = fetch_limits or FetchLimits()
-        self.chat = AsyncVideoChat(server, api_key=api_key, model=model,
-                                   max_retries=max_retries, fetch_limits=self.fetch_limits)
+        self._connect = dict(base_url=server, api_key=api_key, model=model,
+                             max_retries=max_retries)
+        self.chat = AsyncVideoChat(**self._connect, fetch_limits=self.fetch_limits)
         self.store = store
 
     async def info(self, request: Request) -> Response:
         body: dict[str, Any] = {"server": self.chat.base_url, "modes": list(MODES),
                                 "max_upload_bytes": self.store.max_upload_bytes}
         try:
-            limits = await self.chat.limits()
+            # A fresh client each time: the questions' client keeps the limits it read
+            # first, and "Check again" must say whether the server is there now.
+            async with AsyncVideoChat(**self._connect) as probe:
+                limits = await probe.limits()
         except VidchatError as exc:
             body["error"] = {"type": type(exc).__name__, "message": str(exc)}
         else:
