@@ -261,3 +261,18 @@ def test_a_loopback_playground_answers_loopback_names_only(dead_server, tmp_path
         assert c.get("/").status_code == 200
     with TestClient(app, base_url="http://attacker.example:8090") as c:
         assert c.get("/api/info").status_code == 400  # DNS rebinding
+
+
+def test_a_busy_port_is_one_line(capsys):
+    import socket
+
+    from vidchat.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        code = main(["ui", "--port", str(taken.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("vidchat: error: cannot listen on 127.0.0.1:") and "--port" in err
+    assert len(err.strip().splitlines()) == 1
