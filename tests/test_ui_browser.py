@@ -39,9 +39,11 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 # Flags that run Debian's Chromium headless as root in a container, with nothing fetched.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1280,1500")
+                  "--disable-component-update", "--disable-sync", "--window-size=1280,1300")
 UI_START_TIMEOUT_S = 60
 ANSWER_TIMEOUT_S = 180
+# Long enough that the answer takes a second or so to generate on the CPU profile.
+MAX_TOKENS = 96
 # Records every change of the first answer's text, with the page's clock: the test reads it
 # after the stream ends, so no sample of the page can miss how the answer grew.
 RECORD_GROWTH_JS = """
@@ -147,9 +149,12 @@ def message_text(driver: webdriver.Chrome) -> str:
 
 
 def answers_over(driver: webdriver.Chrome, count: int) -> bool:
-    cards = driver.find_elements(By.CSS_SELECTOR, "#answers .answer")
-    ended = [c for c in cards if {"done", "failed"} & set(c.get_attribute("class").split())]
-    return len(cards) == count and len(ended) == count
+    """``count`` answer cards, each done or failed (read in one step: the page replaces the
+    cards when a new question goes out)."""
+    return driver.execute_script(
+        "const cards = [...document.querySelectorAll('#answers .answer')];"
+        "return cards.length === arguments[0] && cards.every("
+        "c => c.classList.contains('done') || c.classList.contains('failed'));", count)
 
 
 @pytest.mark.engine
@@ -177,7 +182,7 @@ def test_playground_in_a_browser(server, browser, h264_clip, tmp_path):
 
         # Two questions; the first answer must be seen growing while it streams.
         set_value(browser, "#questions", "What is happening in this video?\nWhat colors?")
-        set_value(browser, "#max-tokens", "48")
+        set_value(browser, "#max-tokens", str(MAX_TOKENS))
         browser.execute_script(RECORD_GROWTH_JS)
         element(browser, "#ask").click()
         wait_for(browser, lambda d: answers_over(d, 2), ANSWER_TIMEOUT_S, "answers")
@@ -186,12 +191,15 @@ def test_playground_in_a_browser(server, browser, h264_clip, tmp_path):
             [c.text for c in cards]
         growth = browser.execute_script("return window.__growth")
         lengths = [n for _, n in growth]
-        final = len(element(browser, '#answers .answer[data-q="0"] .answer-text').text)
-        assert final > 0 and lengths[-1] >= final
-        seen = sorted({n for n in lengths if n > 0})
-        assert len(seen) >= 3, f"the answer arrived in {len(seen)} piece(s): {growth}"
+        final = browser.execute_script("return document.querySelector("
+                                       "'#answers .answer[data-q=\"0\"] .answer-text')"
+                                       ".textContent.length")
+        assert final > 0 and lengths[-1] == final
         assert lengths == sorted(lengths), "the answer text only grows"
-        assert growth[-1][0] > growth[0][0]  # over time, not in one paint
+        # A partial answer was on the page before the whole one. (vLLM merges tokens into
+        # one chunk when its reader lags, so a loaded machine may show only a few steps.)
+        partial = [(t, n) for t, n in growth if 0 < n < final]
+        assert partial, f"the answer arrived in one piece: {growth}"
 
         # Usage and timings: 8 frames x 729 image tokens plus the labels and question; the
         # second question found the frames in the server's cache (ids only).
@@ -199,7 +207,7 @@ def test_playground_in_a_browser(server, browser, h264_clip, tmp_path):
         prompt, completion = map(int, re.search(r"(\d+) prompt \+ (\d+) completion",
                                                 stats[0]).groups())
         assert 8 * TOKENS_PER_IMAGE < prompt < 8 * TOKENS_PER_IMAGE + 200
-        assert 0 < completion <= 48
+        assert 0 < completion <= MAX_TOKENS
         assert re.search(r"first token \d+\.\d\d s", stats[0]), stats[0]
         assert "KiB of frames sent" in stats[0] and "frames from the server's cache" in stats[1]
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
