@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from vidchat.client import AsyncVideoChat, EncodedVideo
+from vidchat.errors import VidchatError
 
 __all__ = ["answer_events", "error_event", "sse"]
 
@@ -38,8 +39,6 @@ def error_event(exc: BaseException, question: int | None = None) -> dict[str, An
     """What the page shows for a failure: the error's class and its one-sentence message.
     Library errors say what to do next; anything else is a bug, logged with its traceback
     on the playground's console and shown by its message only."""
-    from vidchat.errors import VidchatError
-
     if not isinstance(exc, VidchatError):
         log.error("unexpected error", exc_info=exc)
     return {"event": "error", "q": question, "type": type(exc).__name__,
