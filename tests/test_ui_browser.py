@@ -1,5 +1,6 @@
 """`vidchat ui` in a real browser: Debian's headless Chromium driven by selenium, against the
-real CPU server (the session's `server` fixture). Writes docs/img/playground.png.
+real CPU server (the session's `server` fixture). Writes a screenshot to out/ui/playground.png;
+with VIDCHAT_UPDATE_SCREENSHOT=1 to docs/img/playground.png, the one the README shows.
 
 The page is run as users run it, `vidchat ui --server URL --port N` in a child process, and
 its uploads must be gone once it stops.
@@ -33,7 +34,9 @@ from vidchat.serve_process import free_port
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOT = ROOT / "docs" / "img" / "playground.png"
+# A test run leaves the tracked README picture alone unless asked to refresh it.
+SCREENSHOT = ROOT / ("docs/img" if os.environ.get("VIDCHAT_UPDATE_SCREENSHOT") else "out/ui") \
+    / "playground.png"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Flags that run Debian's Chromium headless as root in a container, with nothing fetched.
