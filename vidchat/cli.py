@@ -133,6 +133,12 @@ def _ask_long(args: argparse.Namespace, sampling: dict, gen: dict) -> int:
     return 0
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from vidchat.ui import run_ui
+
+    return run_ui(args.server, host=args.host, port=args.port, model=args.model)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vidchat.demo import run_demo
 
@@ -321,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-device", choices=["cpu", "cuda"],
                    help="where transformers runs (default: cuda when available)")
     p.set_defaults(func=_cmd_parity)
+
+    from vidchat.ui.serve import DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser("ui", help="a web page to try vidchat on a video: sample its frames, "
+                       "see them, ask, read the answers as they stream (the ui extra)")
+    p.add_argument("--server", help="vLLM server URL (default: $VIDCHAT_BASE_URL or "
+                   "http://127.0.0.1:8000/v1)")
+    p.add_argument("--model", help="model name (default: the server's only model)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address the page listens on (default {DEFAULT_HOST}: this machine "
+                   "only; the page has no login)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port of the page (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.set_defaults(func=_cmd_ui)
 
     p = sub.add_parser("demo", help="the main job end to end on the generated CPU checkpoint")
     p.add_argument("--config", default=str(DEFAULT_PROFILE))
