@@ -36,6 +36,7 @@ from vidchat.client._decode_worker import shutdown as shutdown_decode_workers
 from vidchat.client._jobs import JobSummary
 from vidchat.client._long import LongAnswer, Window
 from vidchat.client._messages import EncodedVideo, build_messages, encode_video
+from vidchat.client._plan import MODES as SAMPLING_MODES
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
 from vidchat.client._sampling import Frames, sample_frames
@@ -75,6 +76,7 @@ __all__ = [
     "LongAnswer",
     "OverloadedError",
     "RemoteVideoError",
+    "SAMPLING_MODES",
     "SamplingArgumentError",
     "ServerLimits",
     "ServerUnavailableError",

@@ -25,6 +25,7 @@ from _twins import KINDS, Twin
 
 from vidchat.cli import main
 from vidchat.client import (
+    SAMPLING_MODES,
     ManifestError,
     SamplingArgumentError,
     VideoDecodeError,
@@ -84,7 +85,7 @@ def scene_of(t: float) -> int:
 
 
 def test_an_unknown_mode_is_one_line_naming_the_modes(tmp_path):
-    assert MODES == ("uniform", "keyframes", "scenes")
+    assert MODES == SAMPLING_MODES == ("uniform", "keyframes", "scenes")
     with pytest.raises(SamplingArgumentError) as info:
         sample(tmp_path / "not-even-there.mp4", 8, mode="fast")  # checked before the file
     assert str(info.value) == MODE_ERROR
