@@ -13,14 +13,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from vidchat.client import SAMPLING_MODES
 from vidchat.errors import PlaygroundError
 from vidchat.limits import DEFAULT_FRAMES
 
 __all__ = ["MODES", "AskForm", "SampleForm", "parse_ask", "parse_sample"]
 
-# Sampling modes offered by the page; "uniform" is the library's default and is not sent, so
-# the other two reach sample_frames(mode=...) as they are and its answer is what the page shows.
-MODES = ("uniform", "keyframes", "scenes")
+# The page offers every mode sample_frames takes; the first, "uniform", is the library's
+# default and is not sent, the others reach sample_frames(mode=...) as they are.
+MODES = SAMPLING_MODES
 DEFAULT_MODE = MODES[0]
 DEFAULT_MAX_TOKENS = 128
 # One request per question: the page is a playground, not a batch tool (`vidchat batch`).
