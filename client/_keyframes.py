@@ -132,17 +132,18 @@ def decode(request: DecodeRequest) -> DecodeResult:
     container, stream = open_video(path)
     with container:
         index = index_video(container, stream, path)
-        if not index.key_pts:
-            # No keyframe is shown (an MP4 edit list can hide the only one): no frame is
-            # cheaper than another, so take the uniform frames.
+        key_times = [index.time(p) for p in index.key_pts]
+        chosen = [index.key_pts[i] for i in plan_keyframes(key_times, index.duration,
+                                                            request.spec)] if key_times else []
+        if not chosen:
+            # No keyframe is shown (an MP4 edit list can hide the only one) or none lies in
+            # the window asked for: no frame there is cheaper than another, so take the
+            # uniform frames of the window.
             from vidchat.client._decode import decode as decode_frames
 
             container.close()
             uniform = dataclasses.replace(request.spec, mode="uniform")
             return decode_frames(dataclasses.replace(request, spec=uniform))
-        key_times = [index.time(p) for p in index.key_pts]
-        chosen = [index.key_pts[i] for i in plan_keyframes(key_times, index.duration,
-                                                            request.spec)]
         codec = stream.codec_context
         codec.thread_count = DECODER_THREADS
         arrays: list[np.ndarray] = []

@@ -175,9 +175,11 @@ def plan_keyframes(key_times: Sequence[float], duration: float,
     """Mode "keyframes": positions in ``key_times`` (the keyframes' start times, sorted) of
     the keyframe nearest each uniform target, each taken once, in time order.
 
-    Only keyframes inside the window [start, end) are candidates; a window holding none
-    takes the one keyframe nearest its centre. Two targets nearest the same keyframe give
-    one frame: never more frames than targets.
+    Only keyframes inside the window [start, end) are candidates: a frame outside the
+    window asked for would answer a question about another part of the video (ask_long's
+    windows rely on it). A window holding none gives [] and the caller takes the uniform
+    frames. Two targets nearest the same keyframe give one frame: never more frames than
+    targets.
     """
     if len(key_times) == 0:
         raise VideoDecodeError("The video has no keyframes; re-encode it with ffmpeg.")
@@ -186,8 +188,8 @@ def plan_keyframes(key_times: Sequence[float], duration: float,
     hi = duration if spec.end is None else min(float(spec.end), duration)
     first = bisect.bisect_left(key_times, lo - TIME_EPS_S)
     last = bisect.bisect_left(key_times, hi) - 1
-    if first > last:  # no keyframe inside: the one nearest the window's centre
-        first = last = _nearest(key_times, 0, len(key_times) - 1, (lo + hi) / 2)
+    if first > last:
+        return []
     return sorted({_nearest(key_times, first, last, t) for t in targets})
 
 

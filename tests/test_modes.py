@@ -113,10 +113,10 @@ def test_plan_keyframes_takes_the_nearest_once_each():
     assert plan_keyframes(every_2s, 20.0, SamplingSpec(8)) == [1, 2, 3, 4, 6, 7, 8, 9]
     assert plan_keyframes(every_2s, 20.0, SamplingSpec(2)) == [2, 7]  # 5 s -> 4, 15 s -> 14
     assert plan_keyframes([0.0, 2.0], 2.0, SamplingSpec(1)) == [0]  # a tie: the earlier
-    # a window takes the keyframes inside it; one holding none, the nearest to its centre
+    # a window takes the keyframes inside it; one holding none gets none (uniform frames)
     assert plan_keyframes(keys, 20.0, SamplingSpec(8, start=7, end=15)) == [1]
-    assert plan_keyframes(keys, 20.0, SamplingSpec(2, start=9, end=15)) == [1]
-    assert plan_keyframes(keys, 20.0, SamplingSpec(2, start=17, end=20)) == [2]
+    assert plan_keyframes(keys, 20.0, SamplingSpec(2, start=9, end=15)) == []
+    assert plan_keyframes(keys, 20.0, SamplingSpec(2, start=17, end=20)) == []
 
 
 @needs_ffmpeg
@@ -145,6 +145,17 @@ def test_keyframe_mode_without_a_shown_keyframe_takes_the_uniform_frames(clip_di
     path = make_clip("edit_list", clip_dir)
     assert shown_keyframes(path) == []
     assert sample(path, 8, mode="keyframes").indices == sample(path, 8).indices
+
+
+@needs_ffmpeg
+def test_keyframe_mode_stays_inside_a_window_that_holds_no_keyframe(clip_dir):
+    path = make_clip("short_gop", clip_dir)
+    keys = shown_keyframes(path)
+    k0, k1 = max(zip(keys, keys[1:], strict=False), key=lambda pair: pair[1] - pair[0])
+    start, end = k0 + 0.01, k1 - 0.01  # between two keyframes: none inside
+    frames = sample(path, 3, mode="keyframes", start=start, end=end)
+    assert frames.timestamps and all(start <= t < end for t in frames.timestamps)
+    assert frames.indices == sample(path, 3, start=start, end=end).indices
 
 
 @needs_ffmpeg
