@@ -9,11 +9,14 @@ nothing called plain ``client`` lands in site-packages. Its modules follow the d
 everything users need is re-exported here, the underscored modules are private:
 
     _source   a path, file:// or http(s) URL -> a local file (_remote: the safe download)
-    _plan     SamplingSpec (arguments checked once) -> which frames, seek or read on (pure)
+    _plan     SamplingSpec (arguments checked once) -> which frames, seek or read on, which
+              stretches go to decoders running at once (pure)
     _decode   DecodeRequest -> the backend: _pyav (default) or _decord; _decode_worker runs
               it in a child process a decoder crash or hang cannot take down; the other
               sampling modes: _keyframes (the keyframes nearest the uniform targets),
               _scenes (a frame of every scene change)
+    _resize   decoded frames -> size x size RGB, the reference's pixels (full-resolution RGB,
+              PIL bicubic), in row bands
     _sampling sample_frames() -> Frames
     _encoding deterministic JPEG bytes and content-hash uuids
     _messages Frames -> EncodedVideo -> OpenAI chat messages (build_messages)

@@ -2,6 +2,7 @@
 
     SamplingSpec ──► sample_times ──► plan_samples(times) ──► SamplePlan (indices, timestamps)
     (validated once)                  plan_reads(wanted, keyframes) ──► ReadPlan (seek or read on)
+                                      split_reads(reads, parts) ──► stretches for parallel decoders
 
 Frames are chosen uniformly in *time*: the window [start, end] is cut into equal segments and
 each segment contributes the frame on screen at its centre. Frame indices come from the
@@ -37,6 +38,7 @@ __all__ = [
     "plan_reads",
     "plan_samples",
     "sample_times",
+    "split_reads",
     "video_duration",
 ]
 
@@ -210,6 +212,8 @@ class ReadPlan:
     """Estimated frames decoded, a seek counted as ``seek_cost`` frames."""
     sequential_cost: int
     """Frames one pass from the first frame to the last wanted one decodes."""
+    costs: tuple[int, ...] = ()
+    """The share of ``cost`` that reaching each wanted frame takes."""
 
 
 def plan_reads(
@@ -226,20 +230,52 @@ def plan_reads(
     if not keys or keys[0] > 0:
         keys.insert(0, 0)  # frames before the first keyframe decode from the start
     seeks: list[bool] = []
-    cost = 0
+    costs: list[int] = []
     pos: int | None = None
     for w in wanted:
         key = keys[bisect.bisect_right(keys, w) - 1]
         via_seek = w - key + 1 + seek_cost
-        if pos is None or via_seek < w - pos:
-            seeks.append(True)
-            cost += via_seek
-        else:
-            seeks.append(False)
-            cost += max(w - pos, 0)
+        seek = pos is None or via_seek < w - pos
+        seeks.append(seek)
+        costs.append(via_seek if seek else max(w - (pos or 0), 0))
         pos = w
     sequential = (max(wanted) + 1) if wanted else 0
-    return ReadPlan(tuple(seeks), cost, sequential)
+    return ReadPlan(tuple(seeks), sum(costs), sequential, tuple(costs))
+
+
+def split_reads(reads: ReadPlan, parts: int) -> list[range]:
+    """Cut the wanted frames into at most ``parts`` stretches, one per decoder running at once.
+
+    A stretch is a range of positions in the wanted list; it starts where the plan seeks (a
+    decoder reading on from the frame before cannot hand over in the middle), and stretches
+    stay in file order, each holding about an equal share of the cost: the split that
+    minimises the largest share, so the decoders finish together.
+    """
+    n = len(reads.seeks)
+    if n == 0:
+        return []
+    starts = [i for i, seek in enumerate(reads.seeks) if seek or i == 0]
+    runs = [sum(reads.costs[a:b]) for a, b in zip(starts, [*starts[1:], n], strict=True)]
+
+    def pack(limit: int) -> list[int]:
+        """Indices into ``runs`` where a stretch starts, filling each up to ``limit``."""
+        cuts, load = [0], 0
+        for k, c in enumerate(runs):
+            if load and load + c > limit:
+                cuts.append(k)
+                load = 0
+            load += c
+        return cuts
+
+    lo, hi = max(runs), sum(runs)
+    while lo < hi:  # the smallest largest share that `parts` stretches can have
+        mid = (lo + hi) // 2
+        if len(pack(mid)) <= parts:
+            hi = mid
+        else:
+            lo = mid + 1
+    firsts = [starts[k] for k in pack(lo)]
+    return [range(a, b) for a, b in zip(firsts, [*firsts[1:], n], strict=True)]
 
 
 def video_duration(times: Sequence[float], single_frame_duration: float | None) -> float:

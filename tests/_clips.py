@@ -111,6 +111,12 @@ def _webm(out: Path, directory: Path) -> None:
     _numbered_clip(out, 48, codec="vp8", gop=12)
 
 
+def _colour_720p(out: Path, directory: Path) -> None:
+    # testsrc2's saturated colour edges at 1280x720: what a 4:2:0 resize or JPEG smears
+    # (~28 dB against the reference) and 4:4:4 keeps. 720 rows make several resize bands.
+    clips.make_clip(out, size="1280x720", rate=FPS, seconds=1, gop=12)
+
+
 def _audio_only(out: Path, directory: Path) -> None:
     run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac",
                 "-f", "mp4", str(out)], what=out.name)  # fmt: skip
@@ -152,6 +158,7 @@ CLIPS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
     "webm": (".webm", _webm),
     "long_gop": (".mp4", _numbered(48, gop=48, output_args=("-keyint_min", "48"))),
     "short_gop": (".mp4", _numbered(48, gop=6, output_args=("-keyint_min", "6"))),
+    "colour_720p": (".mp4", _colour_720p),
     "audio_only": (".mp4", _audio_only),
     "truncated": (".mp4", _truncated(faststart=False)),
     "truncated_faststart": (".mp4", _truncated(faststart=True)),
