@@ -25,13 +25,16 @@ unit: setup
 # The 20 s clips only (~5 minutes); bench-sampling adds the long videos and writes the docs.
 bench: setup
 	$(PY) bench/sampling.py --check --no-long
+	$(PY) bench/sampling_modes.py --check
 
-# Frame sampling against the seed's sampler: regenerates docs/sampling.md (~15-30 minutes on 2
-# busy cores: the seed's sampler decodes every frame of two 20-minute clips; clips are cached
-# in .cache/bench/ after the first run).
+# Frame sampling against the seed's sampler, then the sampling modes (bench/sampling_modes.py
+# replaces only its own section): regenerates docs/sampling.md (~15-30 minutes on 2 busy
+# cores: the seed's sampler decodes every frame of two 20-minute clips; clips are cached in
+# .cache/bench/ after the first run).
 .PHONY: bench-sampling
 bench-sampling: setup
 	$(PY) bench/sampling.py --check --write-docs
+	$(PY) bench/sampling_modes.py --check --write-docs
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache out

@@ -363,10 +363,11 @@ def main() -> int:
         return 0
 
     started = time.time()
+    measured_at = time.strftime("%Y-%m-%d %H:%M")
     jpeg_dir = OUT / "sampling-jpegs"
     jpeg_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {"rounds": args.rounds, "long_rounds": args.long_rounds, "env": _machine(),
-                    "methods": METHODS}  # fmt: skip
+                    "methods": METHODS, "measured_at": measured_at}  # fmt: skip
     report["short"] = _measure_clips(SHORT, args.rounds, jpeg_dir)
     _add_fidelity(report["short"], jpeg_dir)
     report["long"] = {} if args.no_long else _measure_clips(LONG, args.long_rounds, jpeg_dir)

@@ -11,6 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 MiB = 2**20
+# Sections of docs/sampling.md written by other benchmarks, after this one's; kept on rewrite.
+KEPT_SECTIONS = ("## Sampling modes",)
 
 
 def _speed_rows(clips: dict) -> list[str]:
@@ -143,7 +145,8 @@ def write_docs(report: dict, chart: Path) -> Path:
         ".venv/bin/python bench/sampling.py --check --write-docs      # = make bench-sampling",
         "```",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {env['cpus']} CPUs ({env['machine']}); "
+        f"Measured {report.get('measured_at') or time.strftime('%Y-%m-%d %H:%M')} on "
+        f"{env['cpus']} CPUs ({env['machine']}); "
         f"load average {env['load_avg_start'][0]:.1f} at the start and "
         f"{env['load_avg_end'][0]:.1f} at the end (a shared machine: other jobs ran "
         "throughout, so every row is the median of rounds that went round-robin over clips "
@@ -268,8 +271,16 @@ def write_docs(report: dict, chart: Path) -> Path:
         "",
     ]
     path = DOCS / "sampling.md"
-    path.write_text("\n".join(lines))
+    kept = _kept_sections(path.read_text()) if path.exists() else ""
+    path.write_text("\n".join(lines).rstrip("\n") + "\n" + (f"\n{kept}" if kept else ""))
     return path
+
+
+def _kept_sections(page: str) -> str:
+    """The sections other benchmarks write into the page (bench/sampling_modes.py's), kept
+    as they are: from the first of their headings to the end."""
+    starts = [i for i in (page.find(f"\n{h}\n") for h in KEPT_SECTIONS) if i >= 0]
+    return page[min(starts) + 1:].rstrip("\n") + "\n" if starts else ""
 
 
 def _decord_section(short: dict, dec: dict, ours: dict) -> list[str]:

@@ -1,8 +1,11 @@
 """Decoding: one picklable request in, RGB arrays out, by the backend that suits the file.
 
     DecodeRequest(path, spec, backend) ──► decode ──► _pyav.decode   (default)
-                                                 └─► _decord.decode (backend="decord";
-                                                     files it cannot index go to PyAV)
+                                                 ├─► _decord.decode (backend="decord";
+                                                 │   files it cannot index go to PyAV)
+                                                 ├─► _keyframes.decode (mode="keyframes")
+                                                 └─► _scenes.decode (mode="scenes": finds
+                                                     the scenes, then decodes as above)
 
 `decode` is top-level and its request picklable, so `_decode_worker` can run it in a child
 process that a decoder hang or crash cannot take down with the caller.
@@ -109,6 +112,16 @@ def decode(request: DecodeRequest) -> DecodeResult:
 def _decode(request: DecodeRequest) -> DecodeResult:
     from vidchat.client import _pyav
 
+    # The other modes read packet flags and content first: PyAV only (they end with the
+    # uniform path's decode where they can: scene mode's chosen times).
+    if request.spec.mode == "keyframes":
+        from vidchat.client import _keyframes
+
+        return _keyframes.decode(request)
+    if request.spec.mode == "scenes":
+        from vidchat.client import _scenes
+
+        return _scenes.decode(request)
     backend = request.backend or _auto_backend(request.path)
     if backend == "decord":
         from vidchat.client import _decord

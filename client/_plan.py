@@ -9,6 +9,11 @@ each segment contributes the frame on screen at its centre. Frame indices come f
 stream's own timestamps (the backends index them), so variable frame rate, missing frame
 counts (WebM/MKV) and MP4 edit lists are handled; a window with fewer frames than asked gives
 each of its frames once.
+
+That is mode "uniform" (``SamplingSpec.mode``, the default). Mode "keyframes" takes the
+keyframe nearest each of those centres instead (`plan_keyframes`; decoded by `_keyframes`);
+mode "scenes" looks at the content first (`_scenes`) and hands its chosen times back to the
+uniform path as ``SamplingSpec.targets``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from vidchat.limits import DEFAULT_FRAMES, FRAME_SIZE
 
 __all__ = [
     "MAX_SIZE",
+    "MODES",
     "ReadPlan",
     "SamplePlan",
     "SamplingSpec",
     "frame_at",
+    "plan_keyframes",
     "plan_reads",
     "plan_samples",
     "sample_times",
@@ -44,6 +51,8 @@ MAX_SIZE = 4096
 # Timestamps closer than this are the same instant (decord's float32 seconds are off by up
 # to ~3e-5 s at 10 minutes; frames are at least ~4 ms apart even at 240 fps).
 TIME_EPS_S = 1e-4
+# What `sample_frames(mode=...)` takes; the first is the default.
+MODES = ("uniform", "keyframes", "scenes")
 
 
 def _is_real(x: object) -> bool:
@@ -63,9 +72,23 @@ class SamplingSpec:
     """The window in seconds (default: the whole video; ``end`` is clamped to it)."""
     size: int = FRAME_SIZE
     """Frames are resized to ``size`` x ``size`` (SigLIP's 384)."""
+    mode: str = MODES[0]
+    """"uniform" (equal segments of time), "keyframes" (the keyframes nearest those) or
+    "scenes" (a frame of each scene change, filled uniformly)."""
+    targets: tuple[float, ...] | None = None
+    """Exact target times (s) instead of equal segments: set by a planner that looked at the
+    content (scene mode), not a user argument."""
 
     def __post_init__(self) -> None:
         n, fps, start, end, size = self.num_frames, self.fps, self.start, self.end, self.size
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise SamplingArgumentError(
+                f"Unknown sampling mode {self.mode!r}; use one of "
+                f"{', '.join(map(repr, MODES))}.")
+        if self.targets is not None and not all(
+                _is_real(t) and t >= 0 for t in self.targets):
+            raise SamplingArgumentError(
+                f"targets must be times in seconds >= 0, got {self.targets!r}.")
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
             raise SamplingArgumentError(
                 f"num_frames must be an integer, got {n!r}; pass e.g. num_frames=8.")
@@ -138,7 +161,7 @@ def plan_samples(times: Sequence[float], duration: float, spec: SamplingSpec) ->
     """
     if len(times) == 0:
         raise VideoDecodeError("The video has no frames; pass a file that contains video.")
-    targets = sample_times(duration, spec)
+    targets = sample_times(duration, spec) if spec.targets is None else list(spec.targets)
     first = frame_at(times, 0.0 if spec.start is None else float(spec.start))
     hi = duration if spec.end is None else min(float(spec.end), duration)
     last = max(first, bisect.bisect_left(times, hi) - 1)  # the last frame starting before `hi`
@@ -147,6 +170,37 @@ def plan_samples(times: Sequence[float], duration: float, spec: SamplingSpec) ->
     else:
         indices = list(dict.fromkeys(frame_at(times, t) for t in targets))
     return SamplePlan(tuple(indices), tuple(float(times[i]) for i in indices))
+
+
+def plan_keyframes(key_times: Sequence[float], duration: float,
+                   spec: SamplingSpec) -> list[int]:
+    """Mode "keyframes": positions in ``key_times`` (the keyframes' start times, sorted) of
+    the keyframe nearest each uniform target, each taken once, in time order.
+
+    Only keyframes inside the window [start, end) are candidates: a frame outside the
+    window asked for would answer a question about another part of the video (ask_long's
+    windows rely on it). A window holding none gives [] and the caller takes the uniform
+    frames. Two targets nearest the same keyframe give one frame: never more frames than
+    targets.
+    """
+    if len(key_times) == 0:
+        raise VideoDecodeError("The video has no keyframes; re-encode it with ffmpeg.")
+    targets = sample_times(duration, spec)
+    lo = 0.0 if spec.start is None else float(spec.start)
+    hi = duration if spec.end is None else min(float(spec.end), duration)
+    first = bisect.bisect_left(key_times, lo - TIME_EPS_S)
+    last = bisect.bisect_left(key_times, hi) - 1
+    if first > last:
+        return []
+    return sorted({_nearest(key_times, first, last, t) for t in targets})
+
+
+def _nearest(times: Sequence[float], first: int, last: int, t: float) -> int:
+    """The position in ``times[first:last + 1]`` (sorted) nearest ``t``; a tie: the earlier."""
+    i = min(max(bisect.bisect_left(times, t, first, last + 1), first), last)
+    if i > first and t - times[i - 1] <= times[i] - t:
+        return i - 1
+    return i
 
 
 @dataclass(frozen=True)

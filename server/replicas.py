@@ -55,11 +55,6 @@ ROUTER_HEALTH_FAILURES = 2
 # the first requests for a dead replica's sessions fail outright (measured: two 500s).
 ROUTER_BREAKER_FAILURES = 3
 ROUTER_STARTUP_TIMEOUT_S = 60.0
-# Body cap: a frame travels as a base64 JPEG of 384x384 (4:4:4, quality 94): 40-80 KB for
-# video; 512 KiB bounds even noise-like frames (436 KiB measured). 1 MiB more covers the
-# question, history and JSON.
-FRAME_BODY_BUDGET_BYTES = 512 * 1024
-TEXT_BODY_BUDGET_BYTES = 1024 * 1024
 SUPERVISE_POLL_S = 1.0
 ENGINE_LOOPBACK = "127.0.0.1"
 
@@ -141,11 +136,6 @@ def gpu_groups(replicas: int, tensor_parallel_size: int,
             for i in range(replicas)]
 
 
-def request_body_limit(cfg: ServeConfig) -> int:
-    """The largest request body the router accepts for this profile, in bytes."""
-    return cfg.max_frames * FRAME_BODY_BUDGET_BYTES + TEXT_BODY_BUDGET_BYTES
-
-
 def build_router_command(
     worker_urls: Sequence[str],
     *,
@@ -171,7 +161,7 @@ def build_router_command(
         "--worker-urls", *worker_urls,
         # Hashes x-session-id (then x-user-id, ..., then the body): same video, same replica.
         "--policy", ROUTER_POLICY,
-        # Oversized bodies are refused by the router before any engine sees them.
+        # Oversized bodies are refused by the router before any engine sees them (413).
         "--max-payload-size", str(max_body_bytes),
         "--health-check-endpoint", HEALTH_PATH,
         "--health-check-interval-secs", str(ROUTER_HEALTH_INTERVAL_S),
@@ -232,7 +222,8 @@ def plan_replica_set(
         one = cfg.model_copy(update={"host": ENGINE_LOOPBACK, "port": port, "env": env})
         plans.append(ReplicaPlan(index, port, gpus, one, build_engine_command(one, environ,
                                                                               python)))
-    limit = request_body_limit(cfg)
+    # The engines' own cap (their body-limit middleware) and the router's are one number.
+    limit = cfg.max_request_bytes
     router = build_router_command(
         [p.url for p in plans], host=cfg.host, port=router_port, metrics_port=metrics_port,
         max_body_bytes=limit, startup_timeout_s=cfg.startup_timeout_s, python=python)
@@ -320,6 +311,7 @@ def serve_replicas(
         wait_until_ready(router, plan.base_url + HEALTH_PATH, ROUTER_STARTUP_TIMEOUT_S, out)
         say(f"ready in {time.monotonic() - t0:.0f} s at {plan.base_url}/v1 "
             f"model={cfg.served_model_name} max_frames={cfg.max_frames} replicas={replicas} "
+            f"api_servers={cfg.api_servers} max_request_mb={cfg.request_limit_mb} "
             f"(vllm-router, {SESSION_HEADER} affinity)")
         _supervise(cfg, plan, engines, router, say)
         return 1  # not reached: _supervise returns only by raising

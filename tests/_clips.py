@@ -212,6 +212,56 @@ def make_hd_clip(
     return _build_atomic(out, build, directory)
 
 
+# The scene clip of the tests: seven solid-colour scenes, two of them shorter than the gap
+# between 8 uniform frames (33.4 s / 8 = 4.2 s), so uniform sampling misses them.
+SEVEN_SCENES: tuple[tuple[str, float], ...] = (
+    ("color=c=red", 8), ("color=c=lime", 0.6), ("color=c=blue", 5), ("color=c=yellow", 0.8),
+    ("color=c=magenta", 12), ("color=c=cyan", 1.0), ("color=c=white", 6),
+)
+SCENE_COLOURS = {"red": (255, 0, 0), "lime": (0, 255, 0), "blue": (0, 0, 255),
+                 "yellow": (255, 255, 0), "magenta": (255, 0, 255), "cyan": (0, 255, 255),
+                 "white": (255, 255, 255)}
+
+
+def make_scene_clip(
+    directory: str | os.PathLike[str],
+    scenes: tuple[tuple[str, float], ...] = SEVEN_SCENES,
+    *,
+    size: str = "160x120",
+    fps: int = 25,
+    gop: int = 250,
+    name: str = "seven_scenes",
+) -> Path:
+    """Scenes of lavfi sources (``(source, seconds)`` each) cut together, H.264 with a
+    keyframe every ``gop`` frames and none at the cuts (no scene-cut keyframes: the cuts
+    must be found in the pictures, not in the keyframe flags)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{name}_{size}_{fps}fps_g{gop}.mp4"
+
+    def build(tmp: Path, _: Path) -> None:
+        # trim, not the sources' duration option: some sources (life, cellauto) lack it.
+        graph = "".join(
+            f"{clips.lavfi_source(source, size=size, rate=fps, seconds=None)},"
+            f"trim=duration={seconds:g},format=yuv420p,setsar=1[s{i}];"
+            for i, (source, seconds) in enumerate(scenes))
+        graph += "".join(f"[s{i}]" for i in range(len(scenes))) + \
+            f"concat=n={len(scenes)}:v=1:a=0"
+        run_ffmpeg(["-f", "lavfi", "-i", graph, *clips.CODECS["h264"], "-preset",
+                    clips.DEFAULT_PRESET, "-g", str(gop), "-keyint_min", str(gop),
+                    "-sc_threshold", "0", str(tmp)], what=out.name)
+
+    return _build_atomic(out, build, directory)
+
+
+def scene_bounds(scenes: tuple[tuple[str, float], ...] = SEVEN_SCENES) -> list[float]:
+    """Where each scene of a scene clip starts, and where the last one ends (s)."""
+    bounds = [0.0]
+    for _, seconds in scenes:
+        bounds.append(bounds[-1] + seconds)
+    return bounds
+
+
 def frame_number(image: Image.Image) -> int:
     """The frame number a numbered clip painted into ``image`` (read from its centre)."""
     arr = np.asarray(image.convert("L"), dtype=np.float64)

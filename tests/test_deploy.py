@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from vidchat.errors import ConfigError
+from vidchat.server.body_limit import LIMIT_ENV, MIDDLEWARE_PATH
 from vidchat.server.config import ServeConfig, load_config
 from vidchat.server.engine import build_engine_command
 from vidchat.server.replicas import (
@@ -34,7 +35,6 @@ from vidchat.server.replicas import (
     gpu_groups,
     plan_replica_set,
     replica_ports,
-    request_body_limit,
     visible_gpus,
 )
 
@@ -141,7 +141,7 @@ def test_router_argv_routes_by_session_with_a_body_cap():
     assert argv[1:3] == ["-m", ROUTER_MODULE]
     f = flags(argv[3:])
     assert f["--policy"] == "consistent_hash"
-    assert f["--max-payload-size"] == str(request_body_limit(cfg))
+    assert f["--max-payload-size"] == str(cfg.max_request_bytes)
     assert f["--health-check-endpoint"] == "/health"
     assert (f["--host"], f["--port"]) == (cfg.host, "18000")
     assert f["--prometheus-port"] == "18003"
@@ -149,18 +149,16 @@ def test_router_argv_routes_by_session_with_a_body_cap():
     assert argv[i + 1:i + 3] == ["http://127.0.0.1:18001", "http://127.0.0.1:18002"]
 
 
-def test_body_limit_holds_the_profile_frames_and_no_more_than_needed():
-    import numpy as np
-    from PIL import Image
-
-    from vidchat.client._encoding import encode_jpeg
-
-    cfg = gpu_cfg()  # 32 frames
-    limit = request_body_limit(cfg)
-    noise = np.random.default_rng(0).integers(0, 256, (384, 384, 3), dtype=np.uint8)
-    worst_frame = len(base64.b64encode(encode_jpeg(Image.fromarray(noise))))  # as the client sends
-    assert limit > cfg.max_frames * worst_frame
-    assert limit < 1.5 * cfg.max_frames * worst_frame + 2**20
+def test_router_and_engines_cap_bodies_at_one_number():
+    cfg = cpu_cfg(max_request_mb=7, api_servers=2)
+    plan = plan_replica_set(cfg, 2, 18000)
+    assert plan.max_body_bytes == 7 * 2**20
+    assert flags(plan.router.argv[3:])["--max-payload-size"] == str(7 * 2**20)
+    for replica in plan.replicas:
+        # Each engine runs the body-limit middleware with the same cap, and its API servers.
+        assert replica.command.env[LIMIT_ENV] == str(7 * 2**20)
+        f = flags(replica.command.argv[4:])
+        assert f["--middleware"] == MIDDLEWARE_PATH and f["--api-server-count"] == "2"
 
 
 def need_router() -> None:
@@ -260,7 +258,7 @@ def test_compose_services_match_the_replica_plan():
     assert router["entrypoint"] == ["vllm-router"]
     expected = build_router_command(
         [f"http://{name}:8000" for name in replicas], host="0.0.0.0", port=8000,
-        metrics_port=29000, metrics_host="0.0.0.0", max_body_bytes=request_body_limit(cfg),
+        metrics_port=29000, metrics_host="0.0.0.0", max_body_bytes=cfg.max_request_bytes,
         startup_timeout_s=cfg.startup_timeout_s)
     assert router["command"] == expected.argv[3:], "compose and --replicas route alike"
     # Published on loopback only, unless the user opens it.
@@ -312,11 +310,15 @@ def test_helm_engine_args_agree_with_the_profile(values: dict, model_spec: dict)
     cfg = gpu_cfg()
     port = values["servingEngineSpec"]["containerPort"]
     chart = flags(chart_engine_argv(model_spec, port)[3:])
-    ours = flags(build_engine_command(cfg).argv[3:])
-    assert model_spec["modelURL"] == cfg.model
+    argv = build_engine_command(cfg).argv
+    ours = flags(argv[4:])  # after `python -m vidchat.server.vllm_serve MODEL`
+    assert model_spec["modelURL"] == cfg.model == argv[3]
+    # The chart's image is vLLM's own, without vidchat: its ingress caps request bodies at the
+    # same number instead of the middleware (test_helm_ingress_caps_the_body_like_compose).
+    assert ours.pop("--middleware") == MIDDLEWARE_PATH
     # Where the chart necessarily differs: listen address, and where the template is mounted.
     assert (chart.pop("--host"), chart.pop("--port")) == ("0.0.0.0", str(port))
-    for name in ("--model", "--host", "--port"):
+    for name in ("--host", "--port"):
         ours.pop(name)
     assert chart.pop("--chat-template") == "/templates/" + Path(cfg.chat_template_path).name
     ours.pop("--chat-template")
@@ -329,7 +331,9 @@ def test_helm_engine_args_agree_with_the_profile(values: dict, model_spec: dict)
 def test_helm_engine_env_and_template_agree_with_the_profile(model_spec: dict):
     cfg = gpu_cfg()
     env = {e["name"]: e["value"] for e in model_spec["env"]}
-    assert env == build_engine_command(cfg).env
+    ours = build_engine_command(cfg).env
+    assert ours.pop(LIMIT_ENV) == str(cfg.max_request_bytes)  # the middleware's: not there
+    assert env == ours
     template = Path(cfg.chat_template_path).read_text()
     assert model_spec["chatTemplateConfigMap"] == template.rstrip("\n")
 
@@ -375,7 +379,7 @@ def test_helm_ingress_caps_the_body_like_compose(values: dict):
     assert ingress["enabled"] is True
     size = ingress["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert size.endswith("m")
-    assert int(size[:-1]) * 2**20 == request_body_limit(gpu_cfg())
+    assert int(size[:-1]) * 2**20 == gpu_cfg().max_request_bytes
 
 
 def load_post_render():
@@ -586,11 +590,19 @@ def test_replicas_one_video_one_replica_and_videos_spread(deployment: Deployment
 
 @pytest.mark.engine
 def test_replicas_router_caps_the_body(deployment: Deployment):
-    limit = request_body_limit(load_config(CPU_PROFILE))
+    import httpx
+
+    limit = load_config(CPU_PROFILE).max_request_bytes
     status, text = ask(deployment, "video-big", 1, pad=limit)
     assert status == 413, text
     status, _ = ask(deployment, "video-0", 0)
     assert status == 200
+    # The engines behind it refuse the same body themselves (their middleware, one number).
+    body = b'{"pad": "' + b" " * limit + b'"}'
+    direct = httpx.post(deployment.engine_url(0) + "/v1/chat/completions", content=body,
+                        headers={"content-type": "application/json"}, timeout=60)
+    assert direct.status_code == 413
+    assert f"limit of {limit} bytes" in direct.json()["error"]["message"]
 
 
 @pytest.mark.engine

@@ -28,6 +28,7 @@ from vidchat.client import (
     sample_frames,
 )
 from vidchat.demo import make_demo_clip
+from vidchat.server.engine import ENGINE_MODULE
 
 pytestmark = pytest.mark.engine
 
@@ -38,7 +39,7 @@ SOURCES = ["testsrc2", "smptebars", "rgbtestsrc", "yuvtestsrc"]
 def _engine_pid(server: RunningServer) -> int:
     """The vLLM API server the launcher runs (the engine core and workers are its children)."""
     kids = [p for p in psutil.Process(server.proc.pid).children()
-            if "vllm.entrypoints.openai.api_server" in " ".join(p.cmdline())]
+            if ENGINE_MODULE in " ".join(p.cmdline())]
     assert kids, "the launcher has no engine child"
     return kids[0].pid
 

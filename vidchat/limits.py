@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 # SigLIP-so400m-patch14-384: frames are 384x384, cut into 14-pixel patches: 27 x 27 = 729
 # image tokens per frame with vision_feature_select_strategy="full".
 FRAME_SIZE = 384
@@ -19,6 +21,17 @@ TEXT_RESERVE_TOKENS = 640
 # 94, 40.8 at 93; each step up costs 7-9% more bytes (docs/sampling.md, the quality sweep).
 JPEG_QUALITY = 94
 
+# Request bodies. A frame travels as a base64 JPEG of 384x384, 4:4:4 at JPEG_QUALITY: 40-80 KB
+# for video; uniform noise, the worst case for JPEG, is 436 KiB of base64 (measured), and
+# 512 KiB is 1.17x that. The text reserve holds a whole 32k-token context of text even
+# JSON-escaped (32768 tokens x ~4 characters x up to 6 bytes for a \uXXXX escape = 786 KB
+# < 1 MiB).
+# Default cap: max_frames x 512 KiB + 1 MiB, rounded up to whole MiB (16 frames: 9 MiB,
+# 32 frames: 17 MiB, 44 frames: 23 MiB).
+REQUEST_BYTES_PER_FRAME = 512 * 1024
+REQUEST_TEXT_BYTES = 1024 * 1024
+MIB = 2**20
+
 
 def max_frames_for_context(max_model_len: int, text_reserve: int = TEXT_RESERVE_TOKENS) -> int:
     """How many frames fit a context of ``max_model_len`` tokens with ``text_reserve`` to spare."""
@@ -28,6 +41,12 @@ def max_frames_for_context(max_model_len: int, text_reserve: int = TEXT_RESERVE_
 def context_for_frames(max_frames: int, text_reserve: int = TEXT_RESERVE_TOKENS) -> int:
     """The ``--max-model-len`` that holds ``max_frames`` frames plus ``text_reserve`` tokens."""
     return max_frames * TOKENS_PER_IMAGE + text_reserve
+
+
+def request_mb_for_frames(max_frames: int) -> int:
+    """The default request-body cap in MiB for ``max_frames`` frames (see above)."""
+    return math.ceil((max_frames * REQUEST_BYTES_PER_FRAME + REQUEST_TEXT_BYTES) / MIB)
+
 
 # The client sends the video's content hash in this header; vllm-router's consistent_hash
 # policy hashes it first, so every question about one video reaches the replica whose prefix
