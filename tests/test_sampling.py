@@ -32,8 +32,7 @@ from vidchat.client._decode import DecodeRequest, decode, parallel_decoders
 from vidchat.client._encoding import encode_frames, encode_jpeg, frame_uuid, to_data_url
 from vidchat.client._plan import SamplingSpec, frame_at, plan_reads, sample_times, split_reads
 from vidchat.client._plan import plan_samples as _plan_samples
-from vidchat.client._pyav import to_rgb_array
-from vidchat.client._resize import band_plan, resize_rows
+from vidchat.client._resize import band_plan, resize_rows, to_rgb_array
 from vidchat.client._sampling import sample_frames
 from vidchat.errors import (
     RemoteVideoError,
