@@ -30,7 +30,7 @@ BACKENDS = ("decord", "pyav")
 # backend=None takes the first that is installed. PyAV comes first, against the design card's
 # "decord first", because measurement says so (bench/sampling.py, docs/sampling.md: 1080p
 # H.264, 20 s, 8 frames, same run): for the same frames and the same pixels decord takes
-# 1.8-2.8x the PyAV path's time and ~2x its CPU (it decodes every frame from the keyframe on,
+# 1.8-3x the PyAV path's time and ~2x its CPU (it decodes every frame from the keyframe on,
 # on one decoder, and hands over whole full-size frames), and more memory; it also
 # mis-indexes MP4 edit lists and refuses WebM/MKV without a duration. decord stays available:
 # backend="decord" or VIDCHAT_VIDEO_BACKEND=decord.
