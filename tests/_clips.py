@@ -29,6 +29,7 @@ from PIL import Image
 
 from vidchat import clips
 from vidchat.clips import run_ffmpeg
+from vidchat.errors import VideoDecodeError
 
 WIDTH, HEIGHT = 320, 240
 FPS = 24
@@ -337,3 +338,14 @@ CLIPS.update(
         "mkv_live": (".mkv", _live("matroska")),
     }
 )
+
+
+# Files that are not (whole) videos, as (clip name for make_clip, error, words of its message):
+# every sampling mode and backend must refuse them the same way.
+NOT_VIDEOS = [
+    ("empty", VideoDecodeError, "empty"),
+    ("text", VideoDecodeError, "video"),
+    ("audio_only", VideoDecodeError, "no video stream"),
+    ("truncated", VideoDecodeError, "complete video file"),
+    ("truncated_faststart", VideoDecodeError, "truncated"),
+]

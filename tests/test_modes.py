@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 from _clips import (
+    NOT_VIDEOS,
     SCENE_COLOURS,
     SEVEN_SCENES,
     frame_number,
@@ -28,7 +29,6 @@ from vidchat.client import (
     SAMPLING_MODES,
     ManifestError,
     SamplingArgumentError,
-    VideoDecodeError,
     sample_frames,
 )
 from vidchat.client._manifest import parse_row
@@ -267,13 +267,7 @@ def test_scene_mode_on_a_video_without_cuts_is_uniform(clip_dir):
 @pytest.mark.parametrize("mode", ["keyframes", "scenes"])
 @pytest.mark.parametrize(
     ("clip", "error", "words"),
-    [
-        ("empty", VideoDecodeError, "empty"),
-        ("text", VideoDecodeError, "video"),
-        ("audio_only", VideoDecodeError, "no video stream"),
-        ("truncated", VideoDecodeError, "complete video file"),
-        ("truncated_faststart", VideoDecodeError, "truncated"),
-    ],
+    NOT_VIDEOS,
 )
 def test_files_that_are_not_videos_in_every_mode(clip_dir, mode, clip, error, words):
     path = make_clip(clip, clip_dir)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from _clips import (
     FPS,
+    NOT_VIDEOS,
     VFR_FRAMES,
     frame_number,
     have_ffmpeg,
@@ -446,13 +447,7 @@ def test_edit_list_frames_are_the_ones_shown(clips, backend):
 @pytest.mark.parametrize("backend", [None, *BACKENDS])
 @pytest.mark.parametrize(
     ("clip", "error", "words"),
-    [
-        ("empty", VideoDecodeError, "empty"),
-        ("text", VideoDecodeError, "video"),
-        ("audio_only", VideoDecodeError, "no video stream"),
-        ("truncated", VideoDecodeError, "complete video file"),
-        ("truncated_faststart", VideoDecodeError, "truncated"),
-    ],
+    NOT_VIDEOS,
 )
 def test_files_that_are_not_videos(clips, backend, clip, error, words):
     with pytest.raises(error, match=words) as info:
