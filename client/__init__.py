@@ -9,9 +9,14 @@ nothing called plain ``client`` lands in site-packages. Its modules follow the d
 everything users need is re-exported here, the underscored modules are private:
 
     _source   a path, file:// or http(s) URL -> a local file (_remote: the safe download)
-    _plan     SamplingSpec (arguments checked once) -> which frames, seek or read on (pure)
+    _plan     SamplingSpec (arguments checked once) -> which frames, seek or read on, which
+              stretches go to decoders running at once (pure)
     _decode   DecodeRequest -> the backend: _pyav (default) or _decord; _decode_worker runs
-              it in a child process a decoder crash or hang cannot take down
+              it in a child process a decoder crash or hang cannot take down; the other
+              sampling modes: _keyframes (the keyframes nearest the uniform targets),
+              _scenes (a frame of every scene change)
+    _resize   decoded frames -> size x size RGB, the reference's pixels (full-resolution RGB,
+              PIL bicubic), in row bands
     _sampling sample_frames() -> Frames
     _encoding deterministic JPEG bytes and content-hash uuids
     _messages Frames -> EncodedVideo -> OpenAI chat messages (build_messages)
@@ -34,6 +39,7 @@ from vidchat.client._decode_worker import shutdown as shutdown_decode_workers
 from vidchat.client._jobs import JobSummary
 from vidchat.client._long import LongAnswer, Window
 from vidchat.client._messages import EncodedVideo, build_messages, encode_video
+from vidchat.client._plan import MODES as SAMPLING_MODES
 from vidchat.client._remote import FetchLimits
 from vidchat.client._results import Answer, ServerLimits
 from vidchat.client._sampling import Frames, sample_frames
@@ -73,6 +79,7 @@ __all__ = [
     "LongAnswer",
     "OverloadedError",
     "RemoteVideoError",
+    "SAMPLING_MODES",
     "SamplingArgumentError",
     "ServerLimits",
     "ServerUnavailableError",

@@ -1,8 +1,11 @@
 """Decoding: one picklable request in, RGB arrays out, by the backend that suits the file.
 
     DecodeRequest(path, spec, backend) ──► decode ──► _pyav.decode   (default)
-                                                 └─► _decord.decode (backend="decord";
-                                                     files it cannot index go to PyAV)
+                                                 ├─► _decord.decode (backend="decord";
+                                                 │   files it cannot index go to PyAV)
+                                                 ├─► _keyframes.decode (mode="keyframes")
+                                                 └─► _scenes.decode (mode="scenes": finds
+                                                     the scenes, then decodes as above)
 
 `decode` is top-level and its request picklable, so `_decode_worker` can run it in a child
 process that a decoder hang or crash cannot take down with the caller.
@@ -20,16 +23,17 @@ import numpy as np
 from vidchat.client._plan import SamplingSpec
 from vidchat.errors import SamplingArgumentError, VideoDecodeError, VideoError
 
-__all__ = ["AUTO_BACKENDS", "BACKENDS", "BACKEND_ENV", "DecodeRequest", "DecodeResult",
-           "check_backend", "decode"]
+__all__ = ["AUTO_BACKENDS", "BACKENDS", "BACKEND_ENV", "DECODERS_ENV", "DecodeRequest",
+           "DecodeResult", "check_backend", "decode", "parallel_decoders"]
 
 BACKENDS = ("decord", "pyav")
 # backend=None takes the first that is installed. PyAV comes first, against the design card's
-# "decord first", because measurement says so (bench/sampling.py, 1080p H.264, 20 s, 8 frames,
-# quiet 2-core machine, same run): decord 3.4x / 1.9x faster than the seed's OpenCV loop at
-# 2 s / 8 s keyframe intervals, the PyAV path (planned seeks, non-reference frames skipped,
-# resize from YUV) 5-6x / 2-3x; and decord mis-indexes MP4 edit lists and refuses WebM/MKV
-# without a duration. decord stays available: backend="decord" or VIDCHAT_VIDEO_BACKEND=decord.
+# "decord first", because measurement says so (bench/sampling.py, docs/sampling.md: 1080p
+# H.264, 20 s, 8 frames, same run): for the same frames and the same pixels decord takes
+# 1.8-3x the PyAV path's time and ~2x its CPU (it decodes every frame from the keyframe on,
+# on one decoder, and hands over whole full-size frames), and more memory; it also
+# mis-indexes MP4 edit lists and refuses WebM/MKV without a duration. decord stays available:
+# backend="decord" or VIDCHAT_VIDEO_BACKEND=decord.
 AUTO_BACKENDS = ("pyav", "decord")
 BACKEND_ENV = "VIDCHAT_VIDEO_BACKEND"
 # Threads per decoder, PyAV and decord (0: ffmpeg's choice, cores + 1). Each frame thread
@@ -37,6 +41,17 @@ BACKEND_ENV = "VIDCHAT_VIDEO_BACKEND"
 # ~51 MB; at 8K decord adds ~95 MB per thread (auto on 16 cores: over 1.5 GB), so a fixed
 # count keeps the worker's memory independent of the machine.
 DECODER_THREADS = 1
+# PyAV decoders running at once on disjoint stretches of the video (`_plan.split_reads`), in
+# threads of the decoding process: both cores of a 2-core machine. Each holds its own picture
+# pool (~26 MB at 1080p H.264), so more than 2 buys speed only with memory. VIDCHAT_DECODERS=1
+# keeps one decoder (the memory-first choice: docs/sampling.md measures both).
+PARALLEL_DECODERS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                   else os.cpu_count() or 1))
+DECODERS_ENV = "VIDCHAT_DECODERS"
+MAX_DECODERS = 16
+# A second decoder pays for opening its own container (a probe that decodes a frame, ~5 ms at
+# 1080p) only when it takes over more than ~16 full-HD frames of decoding.
+PARALLEL_MIN_PIXELS = 16 * 1920 * 1080
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,19 @@ def check_backend(backend: object) -> None:
         )
 
 
+def parallel_decoders() -> int:
+    """How many decoders one call may run at once: VIDCHAT_DECODERS, else `PARALLEL_DECODERS`."""
+    chosen = os.environ.get(DECODERS_ENV)
+    if not chosen:
+        return PARALLEL_DECODERS
+    if not chosen.isdigit() or not 1 <= int(chosen) <= MAX_DECODERS:
+        raise SamplingArgumentError(
+            f"{DECODERS_ENV}={chosen!r} is not a decoder count: use a whole number from 1 to "
+            f"{MAX_DECODERS}, or unset it for the default ({PARALLEL_DECODERS})."
+        )
+    return int(chosen)
+
+
 def decode(request: DecodeRequest) -> DecodeResult:
     """Index the video, plan the frames, decode them at ``size`` x ``size``."""
     try:
@@ -84,6 +112,16 @@ def decode(request: DecodeRequest) -> DecodeResult:
 def _decode(request: DecodeRequest) -> DecodeResult:
     from vidchat.client import _pyav
 
+    # The other modes read packet flags and content first: PyAV only (they end with the
+    # uniform path's decode where they can: scene mode's chosen times).
+    if request.spec.mode == "keyframes":
+        from vidchat.client import _keyframes
+
+        return _keyframes.decode(request)
+    if request.spec.mode == "scenes":
+        from vidchat.client import _scenes
+
+        return _scenes.decode(request)
     backend = request.backend or _auto_backend(request.path)
     if backend == "decord":
         from vidchat.client import _decord

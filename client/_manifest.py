@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from vidchat.client._plan import MODES
 from vidchat.errors import ManifestError
 from vidchat.limits import DEFAULT_FRAMES
 
@@ -83,6 +84,10 @@ def parse_row(line_no: int, text: str) -> Row:
     frames = data.get("frames", DEFAULT_FRAMES)
     if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 1:
         raise ManifestError(f"line {line_no}: 'frames' must be a positive integer")
+    mode = data.get("mode")
+    if mode is not None and mode not in MODES:
+        raise ManifestError(f"line {line_no}: 'mode' must be one of {', '.join(MODES)}, not "
+                            f"{mode!r}")
     timestamps = data.get("timestamps", False)
     if not isinstance(timestamps, bool):
         raise ManifestError(f"line {line_no}: 'timestamps' must be true or false")

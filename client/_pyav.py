@@ -1,25 +1,34 @@
 """The PyAV backend (the default): index every packet, plan the cheapest seeks, decode only
-what the wanted frames depend on, resize straight from the decoder's YUV.
+what the wanted frames depend on, on both cores, and convert only the wanted frames.
 
     _index: one pass over the packets (no decode): every shown frame's timestamp, keyframes
-    plan_samples / plan_reads (vidchat.client._plan): which frames, seek or read on
-    _read: decode; frames nothing refers to and nobody asked for are skipped (NONREF)
-    to_rgb_array: size x size RGB, display rotation applied
+    plan_samples / plan_reads / split_reads (vidchat.client._plan): which frames, seek or read
+        on, and which stretches of them go to decoders running at once (threads)
+    _read: decode one stretch; frames nothing refers to and nobody asked for are skipped
+        (NONREF)
+    to_rgb_array (vidchat.client._resize): size x size RGB as the reference makes it
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 from array import array
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from vidchat.client._decode import DECODER_THREADS, DecodeRequest, DecodeResult
-from vidchat.client._plan import plan_reads, plan_samples, video_duration
+from vidchat.client._decode import (
+    DECODER_THREADS,
+    PARALLEL_MIN_PIXELS,
+    DecodeRequest,
+    DecodeResult,
+    parallel_decoders,
+)
+from vidchat.client._plan import ReadPlan, plan_reads, plan_samples, split_reads, video_duration
+from vidchat.client._resize import to_rgb_array
 from vidchat.errors import VideoDecodeError
 
 __all__ = ["decode", "to_rgb_array"]
@@ -147,15 +156,8 @@ def _decode_frames(
 ) -> tuple[_Index, dict[int, np.ndarray], dict[str, Any]]:
     import av
 
-    path = request.path
-    try:
-        container = av.open(path)
-    except av.error.FFmpegError as e:
-        raise VideoDecodeError(
-            f"{path} is not a video ffmpeg can read ({_av_reason(e)}); "
-            "check that it is a complete video file.",
-            source=path,
-        ) from e
+    path, size = request.path, request.spec.size
+    container = _open(path)
     with container:
         if not container.streams.video:
             raise VideoDecodeError(
@@ -165,30 +167,89 @@ def _decode_frames(
         stream = container.streams.video[0]
         index = _index(container, stream, path)
         plan = plan_samples(index.times, index.duration, request.spec)
+        wanted = sorted(set(plan.indices))
+        reads = plan_reads(wanted, index.keyframes)
+        stretches = _stretches(reads, stream.codec_context.width * stream.codec_context.height)
+        jobs = [([wanted[i] for i in s], [reads.seeks[i] for i in s]) for s in stretches]
         try:
-            got, stats = _read(container, stream, index, list(plan.indices),
-                                     request.spec.size)
+            if len(jobs) == 1:
+                got, stats = _read(container, stream, index, *jobs[0], size)
+            else:
+                got, stats = _read_in_parallel(container, stream, index, jobs, path, size)
         except av.error.FFmpegError as e:
             raise VideoDecodeError(
                 f"decoding {path} failed ({_av_reason(e)}); the file may be damaged: "
                 "re-encode it with ffmpeg.",
                 source=path,
             ) from e
+    stats.update(decoders=len(jobs), plan_cost=reads.cost, sequential_cost=reads.sequential_cost)
     return index, got, stats
 
 
-def _read(
-    container: Any, stream: Any, index: _Index, wanted: list[int], size: int
+def _open(path: str) -> Any:
+    import av
+
+    try:
+        return av.open(path)
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(
+            f"{path} is not a video ffmpeg can read ({_av_reason(e)}); "
+            "check that it is a complete video file.",
+            source=path,
+        ) from e
+
+
+def _stretches(reads: ReadPlan, pixels_per_frame: int) -> list[range]:
+    """The wanted frames cut into stretches for decoders running at once (one when a second
+    decoder would take over too little work to pay for opening it)."""
+    everything = [range(len(reads.seeks))]
+    parts = parallel_decoders()
+    if parts < 2:
+        return everything
+    stretches = split_reads(reads, parts)
+    largest = max(sum(reads.costs[i] for i in s) for s in stretches)
+    if (reads.cost - largest) * pixels_per_frame < PARALLEL_MIN_PIXELS:
+        return everything
+    return stretches
+
+
+def _read_in_parallel(
+    container: Any, stream: Any, index: _Index, jobs: list[tuple[list[int], list[bool]]],
+    path: str, size: int,
 ) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
-    """Decode the wanted frames, seeking or reading on as `plan_reads` decides."""
-    wanted = sorted(set(wanted))
-    reads = plan_reads(wanted, index.keyframes)
+    """Each stretch on its own decoder, in threads (decoding, swscale and PIL's resize release
+    the GIL); the first on this container, the others on their own."""
+
+    def read_own(wanted: list[int], seeks: list[bool]) -> tuple[dict, dict]:
+        with _open(path) as own:
+            return _read(own, own.streams.video[0], index, wanted, seeks, size)
+
+    with ThreadPoolExecutor(len(jobs) - 1, thread_name_prefix="vidchat-decode") as pool:
+        futures = [pool.submit(read_own, *job) for job in jobs[1:]]
+        results = [_read(container, stream, index, *jobs[0], size)]
+        results += [f.result() for f in futures]
+    got: dict[int, np.ndarray] = {}
+    stats: dict[str, Any] = {}
+    for part, part_stats in results:
+        for i, arr in part.items():
+            got.setdefault(i, arr)
+        for key, value in part_stats.items():
+            stats[key] = stats.get(key, 0) + value
+    return got, stats
+
+
+def _read(
+    container: Any, stream: Any, index: _Index, wanted: list[int], seeks: list[bool],
+    size: int,
+) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
+    """Decode the sorted, distinct ``wanted`` frames, seeking before those ``seeks`` marks
+    (`plan_reads`) and reading on to the others."""
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = DECODER_THREADS
     wanted_pts = {index.pts[i] for i in wanted}
     out: dict[int, np.ndarray] = {}
     counter = [0]
-    seeks = 0
+    seek_count = 0
     frames: Iterator[Any] | None = None
 
     # A frame reached by a seek, when the next one is reached by a seek too (or there is
@@ -198,15 +259,13 @@ def _read(
     # stretch with several wanted frames: one shown earlier may be decoded later.
     drain_at = {
         index.pts[w]
-        for w, this_seeks, next_seeks in zip(
-            wanted, reads.seeks, (*reads.seeks[1:], True), strict=True
-        )
+        for w, this_seeks, next_seeks in zip(wanted, seeks, (*seeks[1:], True), strict=True)
         if this_seeks and next_seeks
     }
 
     def seek_to(gop_start: int, drain: bool = True) -> Iterator[Any]:
-        nonlocal seeks
-        seeks += 1
+        nonlocal seek_count
+        seek_count += 1
         if frames is not None:
             frames.close()  # drops the frames it still holds from its last packet
         container.seek(index.seek_ts[gop_start], stream=stream, backward=True, any_frame=False)
@@ -214,7 +273,7 @@ def _read(
             container, stream, wanted_pts, drain_at if drain else set(), counter
         )
 
-    for w, seek in zip(wanted, reads.seeks, strict=True):
+    for w, seek in zip(wanted, seeks, strict=True):
         if w in out:
             continue
         target = index.pts[w]
@@ -245,13 +304,7 @@ def _read(
         # Let go of the full-size frame before decoding on: held, it would pin one more
         # 1080p buffer (~3 MB) in the decoder's pool for the rest of the pass.
         del found
-    stats = {
-        "seeks": seeks,
-        "packets_decoded": counter[0],
-        "plan_cost": reads.cost,
-        "sequential_cost": reads.sequential_cost,
-    }
-    return out, stats
+    return out, {"seeks": seek_count, "packets_decoded": counter[0]}
 
 
 def _first_at_or_after(frames: Iterator[Any], target: int) -> tuple[Any | None, bool]:
@@ -280,33 +333,3 @@ def _frames_from_here(
         if packet.size and packet.pts in drain_at:
             yield from codec.decode(None)
             return
-
-
-def _quarter_turns(frame: Any) -> int:
-    """Counter-clockwise quarter turns the frame's display matrix asks for."""
-    degrees = getattr(frame, "rotation", None)
-    if degrees is None:  # PyAV before VideoFrame.rotation: read the display matrix
-        degrees = 0.0
-        for side in getattr(frame, "side_data", ()):
-            if "DISPLAYMATRIX" in str(getattr(side, "type", "")):
-                m = np.frombuffer(bytes(side), dtype=np.int32, count=9).astype(np.float64)
-                s0, s1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
-                if s0 and s1:
-                    degrees = -math.degrees(math.atan2(m[1] / s1, m[0] / s0))
-    return round(float(degrees) / 90) % 4
-
-
-def to_rgb_array(frame: Any, size: int) -> np.ndarray:
-    # Resize straight from the decoder's YUV to size x size RGB (what the SigLIP processor
-    # does: a plain bicubic resize to a square), then rotate: with a square target both orders
-    # give the same picture. Holding 4:2:0 until the decoder is freed would save ~1.4 MB of
-    # peak at 8 frames of 1080p, but costs chroma detail the JPEG keeps (measured: MAE vs the
-    # direct resize 3.6 instead of 2.8 after JPEG q90), so frames are converted right away.
-    small = frame.reformat(width=size, height=size, format="rgb24", interpolation="BICUBIC")
-    arr = small.to_ndarray()
-    turns = _quarter_turns(frame)
-    return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
-
-
-# ----------------------------------------------------------------------------------------------
-# Sources and the public entry point

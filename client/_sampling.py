@@ -6,7 +6,9 @@
                                 (_decode_worker) unless isolate=False ──► Frames
 
 What is sampled is decided by the pure planner in `_plan` (uniform in time, from the stream's
-own timestamps); how it is decoded by the backends `_pyav` (default) and `_decord`.
+own timestamps); how it is decoded by the backends `_pyav` (default) and `_decord`. The other
+modes: "keyframes" (`_keyframes`: the keyframes nearest the uniform targets) and "scenes"
+(`_scenes`: a frame of each scene change, filled uniformly).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class Frames:
     """The decoder that produced the frames: "decord" or "pyav"."""
     duration: float
     """Length of the whole video in seconds."""
+    scenes: list[float] | None = None
+    """With ``mode="scenes"``: where each scene found in the window starts (s), the first
+    at the window's start; None in the other modes."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -55,11 +60,12 @@ def sample_frames(
     end: float | None = None,
     size: int = FRAME_SIZE,
     backend: str | None = None,
+    mode: str = "uniform",
     isolate: bool = True,
     timeout: float | None = None,
     fetch_limits: FetchLimits | None = None,
 ) -> Frames:
-    """Sample ``num_frames`` frames from a video, uniformly in time.
+    """Sample ``num_frames`` frames from a video, uniformly in time (or as ``mode`` says).
 
     Args:
         source: path of the video (str or Path), or an http(s) URL (downloaded first within
@@ -69,6 +75,12 @@ def sample_frames(
         start, end: the window in seconds (default: the whole video; ``end`` is clamped).
         size: frames are resized to ``size`` x ``size`` (SigLIP's 384).
         backend: "pyav", "decord", or None (PyAV; decord if PyAV is missing).
+        mode: "uniform" (the default: the frames at the centres of equal segments of the
+            window), "keyframes" (the keyframe nearest each of those centres, each taken
+            once: decodes only keyframes, so it is the fastest, and may give fewer frames)
+            or "scenes" (a frame of every scene change, at most ``num_frames``, the rest
+            filled uniformly; it decodes the whole window once to find the scenes). The
+            two other modes find their frames with PyAV.
         isolate: decode in a worker process (default), so a decoder hang or crash raises
             VideoDecodeError instead of taking the caller down; False decodes in-process.
         timeout: seconds the worker may take (default ``_decode_worker.DECODE_TIMEOUT_S``).
@@ -79,7 +91,7 @@ def sample_frames(
     """
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else repr(source)
     try:
-        spec = SamplingSpec(num_frames, fps, start, end, size)
+        spec = SamplingSpec(num_frames, fps, start, end, size, mode)
         check_backend(backend)
         with resolve_source(source, fetch_limits) as path:
             request = DecodeRequest(path, spec, backend)
@@ -95,4 +107,4 @@ def sample_frames(
         raise
     images = [Image.fromarray(a) for a in result.arrays]
     return Frames(images, result.timestamps, result.indices, label, result.backend,
-                  result.duration)
+                  result.duration, result.stats.get("scene_starts"))

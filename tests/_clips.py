@@ -29,6 +29,7 @@ from PIL import Image
 
 from vidchat import clips
 from vidchat.clips import run_ffmpeg
+from vidchat.errors import VideoDecodeError
 
 WIDTH, HEIGHT = 320, 240
 FPS = 24
@@ -111,6 +112,12 @@ def _webm(out: Path, directory: Path) -> None:
     _numbered_clip(out, 48, codec="vp8", gop=12)
 
 
+def _colour_720p(out: Path, directory: Path) -> None:
+    # testsrc2's saturated colour edges at 1280x720: what a 4:2:0 resize or JPEG smears
+    # (~28 dB against the reference) and 4:4:4 keeps. 720 rows make several resize bands.
+    clips.make_clip(out, size="1280x720", rate=FPS, seconds=1, gop=12)
+
+
 def _audio_only(out: Path, directory: Path) -> None:
     run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac",
                 "-f", "mp4", str(out)], what=out.name)  # fmt: skip
@@ -152,6 +159,7 @@ CLIPS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
     "webm": (".webm", _webm),
     "long_gop": (".mp4", _numbered(48, gop=48, output_args=("-keyint_min", "48"))),
     "short_gop": (".mp4", _numbered(48, gop=6, output_args=("-keyint_min", "6"))),
+    "colour_720p": (".mp4", _colour_720p),
     "audio_only": (".mp4", _audio_only),
     "truncated": (".mp4", _truncated(faststart=False)),
     "truncated_faststart": (".mp4", _truncated(faststart=True)),
@@ -203,6 +211,56 @@ def make_hd_clip(
                         output_args=("-keyint_min", str(gop), "-sc_threshold", "0"))
 
     return _build_atomic(out, build, directory)
+
+
+# The scene clip of the tests: seven solid-colour scenes, two of them shorter than the gap
+# between 8 uniform frames (33.4 s / 8 = 4.2 s), so uniform sampling misses them.
+SEVEN_SCENES: tuple[tuple[str, float], ...] = (
+    ("color=c=red", 8), ("color=c=lime", 0.6), ("color=c=blue", 5), ("color=c=yellow", 0.8),
+    ("color=c=magenta", 12), ("color=c=cyan", 1.0), ("color=c=white", 6),
+)
+SCENE_COLOURS = {"red": (255, 0, 0), "lime": (0, 255, 0), "blue": (0, 0, 255),
+                 "yellow": (255, 255, 0), "magenta": (255, 0, 255), "cyan": (0, 255, 255),
+                 "white": (255, 255, 255)}
+
+
+def make_scene_clip(
+    directory: str | os.PathLike[str],
+    scenes: tuple[tuple[str, float], ...] = SEVEN_SCENES,
+    *,
+    size: str = "160x120",
+    fps: int = 25,
+    gop: int = 250,
+    name: str = "seven_scenes",
+) -> Path:
+    """Scenes of lavfi sources (``(source, seconds)`` each) cut together, H.264 with a
+    keyframe every ``gop`` frames and none at the cuts (no scene-cut keyframes: the cuts
+    must be found in the pictures, not in the keyframe flags)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{name}_{size}_{fps}fps_g{gop}.mp4"
+
+    def build(tmp: Path, _: Path) -> None:
+        # trim, not the sources' duration option: some sources (life, cellauto) lack it.
+        graph = "".join(
+            f"{clips.lavfi_source(source, size=size, rate=fps, seconds=None)},"
+            f"trim=duration={seconds:g},format=yuv420p,setsar=1[s{i}];"
+            for i, (source, seconds) in enumerate(scenes))
+        graph += "".join(f"[s{i}]" for i in range(len(scenes))) + \
+            f"concat=n={len(scenes)}:v=1:a=0"
+        run_ffmpeg(["-f", "lavfi", "-i", graph, *clips.CODECS["h264"], "-preset",
+                    clips.DEFAULT_PRESET, "-g", str(gop), "-keyint_min", str(gop),
+                    "-sc_threshold", "0", str(tmp)], what=out.name)
+
+    return _build_atomic(out, build, directory)
+
+
+def scene_bounds(scenes: tuple[tuple[str, float], ...] = SEVEN_SCENES) -> list[float]:
+    """Where each scene of a scene clip starts, and where the last one ends (s)."""
+    bounds = [0.0]
+    for _, seconds in scenes:
+        bounds.append(bounds[-1] + seconds)
+    return bounds
 
 
 def frame_number(image: Image.Image) -> int:
@@ -280,3 +338,14 @@ CLIPS.update(
         "mkv_live": (".mkv", _live("matroska")),
     }
 )
+
+
+# Files that are not (whole) videos, as (clip name for make_clip, error, words of its message):
+# every sampling mode and backend must refuse them the same way.
+NOT_VIDEOS = [
+    ("empty", VideoDecodeError, "empty"),
+    ("text", VideoDecodeError, "video"),
+    ("audio_only", VideoDecodeError, "no video stream"),
+    ("truncated", VideoDecodeError, "complete video file"),
+    ("truncated_faststart", VideoDecodeError, "truncated"),
+]

@@ -56,7 +56,7 @@ COMMON_TAIL = ["--enable-prefix-caching", "--no-trust-request-chat-template",
                "media-fetching-disabled.invalid"]
 PINNED = {
     "cpu-bench": (
-        {LIMIT_ENV: "5242880", "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_OMP_THREADS_BIND": "0-1",
+        {LIMIT_ENV: "9437184", "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_OMP_THREADS_BIND": "0-1",
          "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0"},
         ["MODEL", "--served-model-name", "bench-llava-interleave-qwen", "--dtype", "bfloat16",
          "--max-model-len", "12304", "--limit-mm-per-prompt", '{"image": 16, "video": 0}',
@@ -65,7 +65,7 @@ PINNED = {
          "--middleware", DRAIN_MIDDLEWARE_PATH,
          *COMMON_TAIL, "--max-num-batched-tokens", "2048", "--chat-template", "TEMPLATE"]),
     "cpu-tiny": (
-        {LIMIT_ENV: "5242880", "VLLM_CPU_KVCACHE_SPACE": "1",
+        {LIMIT_ENV: "9437184", "VLLM_CPU_KVCACHE_SPACE": "1",
          "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0"},
         ["MODEL", "--served-model-name", "tiny-llava-interleave-qwen", "--dtype", "bfloat16",
          "--max-model-len", "12304", "--limit-mm-per-prompt", '{"image": 16, "video": 0}',
@@ -74,7 +74,7 @@ PINNED = {
          "--middleware", DRAIN_MIDDLEWARE_PATH,
          *COMMON_TAIL, "--enforce-eager", "--chat-template", "TEMPLATE"]),
     "llava-interleave-qwen-0.5b": (
-        {LIMIT_ENV: "9437184", "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0"},
+        {LIMIT_ENV: "17825792", "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0"},
         ["llava-hf/llava-interleave-qwen-0.5b-hf", "--served-model-name",
          "llava-interleave-qwen-0.5b", "--dtype", "bfloat16", "--max-model-len", "23968",
          "--limit-mm-per-prompt", '{"image": 32, "video": 0}', "--max-num-seqs", "128",
@@ -84,7 +84,7 @@ PINNED = {
          "--max-num-batched-tokens", "16384", "--gpu-memory-utilization", "0.9",
          "--chat-template", "TEMPLATE"]),
     "llava-interleave-qwen-7b": (
-        {LIMIT_ENV: "5242880", "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0"},
+        {LIMIT_ENV: "9437184", "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0"},
         ["llava-hf/llava-interleave-qwen-7b-hf", "--served-model-name",
          "llava-interleave-qwen-7b", "--dtype", "bfloat16", "--max-model-len", "12304",
          "--limit-mm-per-prompt", '{"image": 16, "video": 0}', "--max-num-seqs", "32",
@@ -139,7 +139,7 @@ def test_api_servers_and_request_cap_overrides_reach_the_command_line():
     assert not one.drain_engine_core_first
 
 
-@pytest.mark.parametrize(("frames", "mb"), [(1, 2), (16, 5), (32, 9), (44, 12)])
+@pytest.mark.parametrize(("frames", "mb"), [(1, 2), (16, 9), (32, 17), (44, 23)])
 def test_default_request_cap_holds_max_frames_of_worst_case_frames(frames: int, mb: int):
     import base64
 
@@ -244,10 +244,10 @@ def test_dry_run_prints_the_gpu_command_line():
     line = run.stdout.strip()
     assert f"-m {ENGINE_MODULE} llava-hf/llava-interleave-qwen-0.5b-hf " in line
     assert "--limit-mm-per-prompt" in line and "--enable-prefix-caching" in line
-    # The front end: 4 API processes, the body-cap middleware and its cap (32 frames: 9 MiB).
+    # The front end: 4 API processes, the body-cap middleware and its cap (32 frames: 17 MiB).
     assert "--api-server-count 4" in line
     assert f"--middleware {MIDDLEWARE_PATH}" in line
-    assert f"{LIMIT_ENV}={9 * MIB} " in line
+    assert f"{LIMIT_ENV}={17 * MIB} " in line
 
 
 def test_the_api_key_never_reaches_argv_or_printed_output():

@@ -7,6 +7,7 @@
     vidchat.cli      the `vidchat` command; library errors become one line here
     vidchat.errors   every error raised on purpose (VidchatError and its tree)
     vidchat.limits   the numbers server and client agree on (384 px, 729 tokens a frame)
+    vidchat.ui       `vidchat ui`: the playground page (the ui extra: Starlette + uvicorn)
     vidchat.loadgen  `vidchat bench`; vidchat.parity `vidchat parity`; vidchat.demo `vidchat
     demo`; vidchat.clips test clips made with ffmpeg; vidchat.serve_process `vidchat serve`
     as a child process (demo, tests, benchmarks)

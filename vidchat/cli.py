@@ -54,8 +54,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from vidchat.client import VideoChat
 
     gen = {"max_tokens": args.max_tokens, "temperature": args.temperature}
-    sampling = {k: v for k, v in (("fps", args.fps), ("start", args.start), ("end", args.end))
-                if v is not None}
+    sampling = {k: v for k, v in (("fps", args.fps), ("start", args.start), ("end", args.end),
+                                  ("mode", args.mode)) if v is not None}
     how = {"timestamps": args.timestamps, "sampling": sampling}
     several = len(args.question) > 1
     if args.long:
@@ -131,6 +131,12 @@ def _ask_long(args: argparse.Namespace, sampling: dict, gen: dict) -> int:
     if args.json:
         print(json.dumps(out if len(out) > 1 else out[0], indent=2))
     return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from vidchat.ui import run_ui
+
+    return run_ui(args.server, host=args.host, port=args.port, model=args.model)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -228,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "--frames frames")
     p.add_argument("--start", type=float, help="window start, seconds (default: 0)")
     p.add_argument("--end", type=float, help="window end, seconds (default: the end)")
+    # No argparse choices: the library's one-line error names the modes.
+    p.add_argument("--mode", help="how frames are chosen: uniform (default: equal steps of "
+                   "time), keyframes (the nearest keyframes: fastest, maybe fewer frames), "
+                   "scenes (a frame of each scene change, the rest uniform)")
     p.add_argument("--timestamps", action="store_true",
                    help="label each frame with its time (\"Frame at 0:01.5:\")")
     p.add_argument("--long", action="store_true",
@@ -248,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="answer every question of a JSONL manifest into a "
                        "results file (OpenAI Batch output lines; resumable)")
     p.add_argument("manifest", help='JSONL, one question a line: {"custom_id", "video", '
-                   '"question"} + optional frames, fps, start, end, mode, timestamps, '
+                   '"question"} + optional frames, fps, start, end, mode (uniform, keyframes, '
+                   'scenes), timestamps, '
                    "max_tokens, temperature...")
     p.add_argument("--out", required=True, help="results JSONL; rows already in it are skipped")
     p.add_argument("--server", help="server URL (default: $VIDCHAT_BASE_URL or "
@@ -316,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-device", choices=["cpu", "cuda"],
                    help="where transformers runs (default: cuda when available)")
     p.set_defaults(func=_cmd_parity)
+
+    from vidchat.ui.serve import DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser("ui", help="a web page to try vidchat on a video: sample its frames, "
+                       "see them, ask, read the answers as they stream (the ui extra)")
+    p.add_argument("--server", help="vLLM server URL (default: $VIDCHAT_BASE_URL or "
+                   "http://127.0.0.1:8000/v1)")
+    p.add_argument("--model", help="model name (default: the server's only model)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address the page listens on (default {DEFAULT_HOST}: this machine "
+                   "only; the page has no login)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port of the page (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.set_defaults(func=_cmd_ui)
 
     p = sub.add_parser("demo", help="the main job end to end on the generated CPU checkpoint")
     p.add_argument("--config", default=str(DEFAULT_PROFILE))

@@ -9,6 +9,7 @@
     │   └── SamplingArgumentError a sampling argument is out of range (also a ValueError)
     ├── FrameBudgetError          the request cannot fit the server's context or frame limit
     ├── ManifestError             a batch manifest (or its results file) is malformed
+    ├── PlaygroundError           `vidchat ui`: a form value or an upload the page cannot use
     ├── APIError                  the server answered with an error or did not answer
     │   ├── BadRequestError       HTTP 400: the request is wrong; retrying will not help
     │   ├── AuthenticationError   HTTP 401/403: wrong or missing API key
@@ -61,6 +62,15 @@ class FrameBudgetError(VidchatError):
 
 class ManifestError(VidchatError):
     """A batch manifest has bad lines or repeated custom_ids (nothing is sent then)."""
+
+
+class PlaygroundError(VidchatError):
+    """`vidchat ui` refused what the page sent: a form value, or an upload (too large, gone)."""
+
+    def __init__(self, message: str, *, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        """The HTTP status the playground answers with."""
 
 
 class APIError(VidchatError):

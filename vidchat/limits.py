@@ -16,15 +16,19 @@ DEFAULT_FRAMES = 8
 MAX_CONTEXT_TOKENS = 32768
 # Room kept beside the image tokens for the chat template, question and answer.
 TEXT_RESERVE_TOKENS = 640
-JPEG_QUALITY = 90
+# JPEG quality of the frames sent (4:4:4, client/_encoding.py). The lowest that keeps frames
+# >= 40 dB PSNR against the reference with a margin on a detailed 1080p clip: 41.8 dB there at
+# 94, 40.8 at 93; each step up costs 7-9% more bytes (docs/sampling.md, the quality sweep).
+JPEG_QUALITY = 94
 
-# Request bodies. A frame travels as a base64 JPEG of 384x384 at JPEG_QUALITY: tens of KB for
-# video; uniform noise, the worst case for JPEG, is 177 KB of base64, and 256 KiB is 1.48x
-# that. The text reserve holds a whole 32k-token context of text even JSON-escaped (32768
-# tokens x ~4 characters x up to 6 bytes for a \uXXXX escape = 786 KB < 1 MiB).
-# Default cap: max_frames x 256 KiB + 1 MiB, rounded up to whole MiB (16 frames: 5 MiB,
-# 32 frames: 9 MiB, 44 frames: 12 MiB).
-REQUEST_BYTES_PER_FRAME = 256 * 1024
+# Request bodies. A frame travels as a base64 JPEG of 384x384, 4:4:4 at JPEG_QUALITY: 40-80 KB
+# for video; uniform noise, the worst case for JPEG, is 436 KiB of base64 (measured), and
+# 512 KiB is 1.17x that. The text reserve holds a whole 32k-token context of text even
+# JSON-escaped (32768 tokens x ~4 characters x up to 6 bytes for a \uXXXX escape = 786 KB
+# < 1 MiB).
+# Default cap: max_frames x 512 KiB + 1 MiB, rounded up to whole MiB (16 frames: 9 MiB,
+# 32 frames: 17 MiB, 44 frames: 23 MiB).
+REQUEST_BYTES_PER_FRAME = 512 * 1024
 REQUEST_TEXT_BYTES = 1024 * 1024
 MIB = 2**20
 
