@@ -35,8 +35,9 @@ OVERSIZED_REQUESTS = 20
 # Memory of the API process across refused 64 MiB bodies, 4 at a time. A body with a length
 # is refused unread: no memory at all. A body without one is read up to the cap first, and
 # what the server and the app held of it stays with the allocator: 4 at once raise the
-# process's high-water mark once, by ~2.8 x cap each (measured +56 MiB with a 5 MiB cap), and
-# after that more or larger oversized bodies add nothing (measured: +-1 MiB over 60 more).
+# process's high-water mark once, by up to ~3 x cap each (measured +46 MiB with the 9 MiB
+# cap), and after that more or larger oversized bodies add next to nothing (measured: +9 MiB
+# over the 20; +-10 MiB from round to round over 60 more).
 # Without the cap each body is read whole (vLLM 0.32: a 400 MB body left +1.4 GiB).
 CONCURRENT_OVERSIZED = 4
 RSS_GROWTH_BOUND = 32 * MIB  # half of ONE such body; the 20 measured ones carry 1280 MiB
