@@ -1,13 +1,12 @@
-"""Faults against a real vLLM server on CPU: bad requests, overload, engine death, SIGTERM
-drain, concurrent isolation, and a soak of the client."""
+"""Faults against a real vLLM server on CPU: bad requests, overload, SIGTERM drain,
+concurrent isolation, and a soak of the client. (An engine killed mid-answer, and the restart
+that follows: test_frontend.py, on its server with two API processes.)"""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 import json
-import os
-import re
 import signal
 import threading
 import time
@@ -22,7 +21,6 @@ from conftest import RunningServer, start_vidchat_serve
 
 from vidchat.client import (
     BadRequestError,
-    StreamInterruptedError,
     VideoChat,
     build_messages,
     sample_frames,
@@ -33,6 +31,10 @@ from vidchat.server.engine import ENGINE_MODULE
 pytestmark = pytest.mark.engine
 
 QUEUE_BOUND = 1  # one unfinished request: a second is refused
+# The in-flight answer must still be running when SIGTERM comes and must end well inside the
+# drain window even on a loaded 2-core CI host (4000 tokens outlasted a 20 s drain there).
+DRAIN_ANSWER_TOKENS = 1500
+DRAIN_WINDOW_S = 180
 SOURCES = ["testsrc2", "smptebars", "rgbtestsrc", "yuvtestsrc"]
 
 
@@ -60,19 +62,13 @@ def engine_paused(server: RunningServer) -> Iterator[None]:
             p.resume()
 
 
-def _requests_running(server: RunningServer) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=30).text
-    found = re.search(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", text, re.M)
-    assert found, "no vllm:num_requests_running in /metrics"
-    return float(found.group(1))
-
-
 @pytest.fixture(scope="module")
 def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A server of its own: these tests overload it and kill its engine."""
+    """A server of its own: these tests overload it, and the last one stops it (SIGTERM).
+    An engine death and restart is tested in test_frontend.py, on its api_servers=2 server."""
     srv = start_vidchat_serve(tmp_path_factory.mktemp("faults"),
                               "--set", f"max_queued_requests={QUEUE_BOUND}",
-                              "--set", "restart_backoff_s=1")
+                              "--set", f"shutdown_timeout_s={DRAIN_WINDOW_S}")
     yield srv
     srv.stop()
 
@@ -195,66 +191,14 @@ def test_client_soak_does_not_grow_memory_or_open_files(fault_server, clips):
 
 
 
-def _wait_healthy(server: RunningServer, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert server.proc.poll() is None, "the launcher gave up instead of restarting"
-        time.sleep(0.5)
-    pytest.fail("the engine did not come back")
-
-
-def test_engine_killed_mid_stream_is_a_typed_error_then_restarted(fault_server, h264_clip):
-    # Only a kill while the engine still generates interrupts anything. The random-weight
-    # model's greedy answer depends on the cache state: it may stop early on a stop token, or
-    # spend thousands of tokens on special tokens that stream as empty text (measured: first
-    # visible piece after 32 s, with the answer already complete). So: min_tokens holds it
-    # to 10000 tokens, special tokens are shown, and the kill also waits for /metrics to say
-    # the request is still running; an answer already complete is read out and asked again.
-    for _attempt in range(3):
-        before = _engine_pid(fault_server)
-        with VideoChat(fault_server.base_url) as chat:
-            stream = chat.stream(h264_clip, "Tell me everything.", frames=2, max_tokens=10000,
-                                 min_tokens=10000, ignore_eos=True, skip_special_tokens=False)
-            pieces = [next(stream)]
-            if _requests_running(fault_server) < 1:
-                pieces += list(stream)
-                continue
-            os.kill(before, signal.SIGKILL)
-            with pytest.raises(StreamInterruptedError):
-                for piece in stream:  # must raise, not end quietly as if it were complete
-                    pieces.append(piece)
-            break
-    else:
-        pytest.fail("three answers were complete before their first piece arrived; no kill "
-                    "mid-answer could be made")
-    _wait_healthy(fault_server)
-    assert _engine_pid(fault_server) != before
-    with VideoChat(fault_server.base_url) as chat:
-        assert chat.ask(h264_clip, "And now?", frames=2, max_tokens=3).completion_tokens >= 1
-    out = fault_server.output_file.read_text()
-    assert "restart 1 of" in out
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RunningServer]:
-    """A server for one test that stops it itself; stopped here too if the test fails."""
-    srv = start_vidchat_serve(tmp_path)
-    yield srv
-    srv.stop()
-
-
-def test_sigterm_drains_in_flight_refuses_new_and_leaves_no_process(own_server):
-    srv = own_server
+def test_sigterm_drains_in_flight_refuses_new_and_leaves_no_process(fault_server):
+    # Last in this module: it stops the module's server.
+    srv = fault_server
     tree = [srv.proc.pid] + [p.pid for p in psutil.Process(srv.proc.pid).children(True)]
     result: dict[str, object] = {}
     running = threading.Event()
-    body = chat_body(srv, "Count.", max_tokens=4000, ignore_eos=True, stream=True,
-                     stream_options={"include_usage": True})
+    body = chat_body(srv, "Count.", max_tokens=DRAIN_ANSWER_TOKENS, ignore_eos=True,
+                     stream=True, stream_options={"include_usage": True})
 
     def long_request() -> None:
         with httpx.stream("POST", srv.base_url + "/chat/completions", json=body,
@@ -279,8 +223,8 @@ def test_sigterm_drains_in_flight_refuses_new_and_leaves_no_process(own_server):
     except httpx.HTTPError:
         refused = "connection refused"
     assert refused != 200, "a new request was accepted during the drain"
-    worker.join(timeout=300)
-    assert result == {"status": 200, "tokens": 4000}
+    worker.join(timeout=DRAIN_WINDOW_S + 60)
+    assert result == {"status": 200, "tokens": DRAIN_ANSWER_TOKENS}
     assert srv.proc.wait(timeout=60) == 0
     time.sleep(1)
     alive = [pid for pid in tree if psutil.pid_exists(pid)
