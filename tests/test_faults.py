@@ -35,6 +35,9 @@ QUEUE_BOUND = 1  # one unfinished request: a second is refused
 # drain window even on a loaded 2-core CI host (4000 tokens outlasted a 20 s drain there).
 DRAIN_ANSWER_TOKENS = 1500
 DRAIN_WINDOW_S = 180
+# Round trips measured by the soak: a leak of ~240 KiB or more each (about two requests'
+# frames kept) crosses its 40 MiB bound; less than that is within the allocator's noise here.
+SOAK_ROUNDS = 170
 SOURCES = ["testsrc2", "smptebars", "rgbtestsrc", "yuvtestsrc"]
 
 
@@ -177,11 +180,11 @@ def test_client_soak_does_not_grow_memory_or_open_files(fault_server, clips):
             video = sample_frames(clips[i % len(clips)], 2)  # decode + encode every time
             chat.ask(video, f"Question {i}?", max_tokens=1)
 
-        for i in range(40):  # warm up: pools, caches, imports
+        for i in range(30):  # warm up: pools, caches, imports
             round_trip(i)
         gc.collect()
         rss0, fds0 = me.memory_info().rss, me.num_fds()
-        for i in range(260):
+        for i in range(SOAK_ROUNDS):
             round_trip(i)
         gc.collect()
         rss1, fds1 = me.memory_info().rss, me.num_fds()
