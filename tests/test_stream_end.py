@@ -4,7 +4,7 @@ instead of passing for a whole answer.
 
 The engine cannot be made to end a stream each of these ways on demand, so the server here is
 an httpx MockTransport speaking the OpenAI wire format; the SDK, the client and its parsing
-are the real ones. (tests/test_faults.py kills a real engine mid-stream.)
+are the real ones. (tests/test_frontend.py kills a real engine mid-stream.)
 """
 
 from __future__ import annotations
