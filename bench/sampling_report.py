@@ -138,8 +138,8 @@ def write_docs(report: dict, chart: Path) -> Path:
     lines = [
         "# Benchmark: frame sampling and encoding",
         "",
-        f"Regenerate this page ({report['elapsed_s'] / 60:.0f} minutes in this run on 2 "
-        "busy cores; the clips are made once and kept in `.cache/bench/`):",
+        f"Regenerate this page ({report['elapsed_s'] / 60:.0f} minutes in this run on "
+        f"{env['cpus']} cores; the clips are made once and kept in `.cache/bench/`):",
         "",
         "```bash",
         ".venv/bin/python bench/sampling.py --check --write-docs      # = make bench-sampling",
@@ -148,9 +148,10 @@ def write_docs(report: dict, chart: Path) -> Path:
         f"Measured {report.get('measured_at') or time.strftime('%Y-%m-%d %H:%M')} on "
         f"{env['cpus']} CPUs ({env['machine']}); "
         f"load average {env['load_avg_start'][0]:.1f} at the start and "
-        f"{env['load_avg_end'][0]:.1f} at the end (a shared machine: other jobs ran "
-        "throughout, so every row is the median of rounds that went round-robin over clips "
-        "and methods, and ratios are within this one run). PyAV "
+        f"{env['load_avg_end'][0]:.1f} at the end (the benchmark's own processes count in "
+        "it; every row is the median of rounds that went round-robin over clips and methods, "
+        "so a burst of other load hits every method alike, and ratios are within this one "
+        "run). PyAV "
         f"{env['av']}, decord {env['decord']}, OpenCV {env['cv2']}, Pillow {env['PIL']}.",
         "",
         "## What the default path does",
