@@ -221,11 +221,16 @@ def test_sigterm_drains_in_flight_refuses_new_and_leaves_no_process(fault_server
     assert running.wait(timeout=120), "the long request never started"
     srv.proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
+    # Refused by the drain: the listener is closed, or the drain middleware answers 503. (Not
+    # the queue bound's 503, which the long request would also cause on this server: the
+    # message tells them apart.)
     try:
-        refused = post(srv, chat_body(srv, "New?"), 30).status_code
+        knock = post(srv, chat_body(srv, "New?"), 30)
+        refused = f"{knock.status_code} {knock.text[:300]}"
     except httpx.HTTPError:
         refused = "connection refused"
-    assert refused != 200, "a new request was accepted during the drain"
+    assert refused == "connection refused" or (
+        refused.startswith("503 ") and "shutting down" in refused), refused
     worker.join(timeout=DRAIN_WINDOW_S + 60)
     assert result == {"status": 200, "tokens": DRAIN_ANSWER_TOKENS}
     assert srv.proc.wait(timeout=60) == 0
