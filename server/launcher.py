@@ -21,6 +21,7 @@ from typing import TextIO
 
 from vidchat.errors import ConfigError, EngineError
 from vidchat.server.config import ServeConfig
+from vidchat.server.cpu_dtype import bf16_advice, this_cpu_flags
 from vidchat.server.drain import DRAIN_ENV
 from vidchat.server.engine import EngineCommand, build_engine_command
 
@@ -271,6 +272,9 @@ def serve(cfg: ServeConfig, *, log_path: Path | None = None, out: TextIO = sys.s
     def say(message: str) -> None:
         print(f"vidchat: {message}", file=out, flush=True)
 
+    advice = bf16_advice(cfg.device, cfg.dtype, this_cpu_flags())
+    if advice:
+        say(advice)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     restarts = 0
     try:
