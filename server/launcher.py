@@ -48,6 +48,14 @@ def check_safe_to_serve(cfg: ServeConfig, environ: dict[str, str]) -> None:
         )
 
 
+def say_dtype_advice(cfg: ServeConfig, out: TextIO) -> None:
+    """One line when the profile's dtype would run emulated on this CPU (`cpu_dtype`); said
+    once per `vidchat serve`, for one engine or for all the replicas."""
+    advice = bf16_advice(cfg.device, cfg.dtype, this_cpu_flags())
+    if advice:
+        print(f"vidchat: {advice}", file=out, flush=True)
+
+
 def ensure_model(cfg: ServeConfig, out: TextIO = sys.stderr) -> None:
     """Generate the profile's random-weight checkpoint on first use, and again when an older
     version of the generator made the one there."""
@@ -261,6 +269,7 @@ def serve(cfg: ServeConfig, *, log_path: Path | None = None, out: TextIO = sys.s
     """
     check_safe_to_serve(cfg, dict(os.environ))
     ensure_model(cfg, out)
+    say_dtype_advice(cfg, out)
     cmd = build_engine_command(cfg, os.environ)
     engine = EngineProcess(cmd, log_path or default_log_path(cfg))
     host = "[::1]" if cfg.host == "::1" else cfg.host
@@ -272,9 +281,6 @@ def serve(cfg: ServeConfig, *, log_path: Path | None = None, out: TextIO = sys.s
     def say(message: str) -> None:
         print(f"vidchat: {message}", file=out, flush=True)
 
-    advice = bf16_advice(cfg.device, cfg.dtype, this_cpu_flags())
-    if advice:
-        say(advice)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     restarts = 0
     try:

@@ -39,6 +39,7 @@ from vidchat.server.launcher import (
     default_log_path,
     ensure_model,
     restart_delay,
+    say_dtype_advice,
     wait_until_ready,
 )
 
@@ -278,6 +279,7 @@ def serve_replicas(
     plan = plan_replica_set(cfg, replicas, router_port, base_port=base_port, gpu_ids=gpu_ids,
                             environ=environ)
     ensure_model(cfg, out)
+    say_dtype_advice(cfg, out)
 
     def log_for(name: str, default: Path) -> Path:
         return log_dir / name if log_dir is not None else default
