@@ -53,6 +53,14 @@ METHODS = {
     "ours-worker": "sample_frames as shipped (decode worker process), warm worker",
     "ours-worker-cold": "sample_frames as shipped, first call (starts the worker)",
 }
+# Lower bounds, not paths anyone ships: what the decoding alone of the default plan costs
+# (the index pass, seeks and decodes; no frame converted, nothing encoded), on the clips with
+# a speed target. They show whether any path can meet the speed and the memory target at once.
+FLOOR_METHODS = {
+    "floor-1dec": "decoding alone, one decoder, one thread",
+    "floor-2threads": "decoding alone, one decoder with two frame threads (the cheapest way "
+                      "to decode on both cores: the threads share the decoder's references)",
+}
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,8 @@ class Clip:
 
 
 SHORT = [
-    Clip("testsrc2-2s", "testsrc2, keyframe every 2 s", 8, tuple(METHODS)),
-    Clip("testsrc2-8s", "testsrc2, keyframe every 8 s", 8, tuple(METHODS)),
+    Clip("testsrc2-2s", "testsrc2, keyframe every 2 s", 8, (*METHODS, *FLOOR_METHODS)),
+    Clip("testsrc2-8s", "testsrc2, keyframe every 8 s", 8, (*METHODS, *FLOOR_METHODS)),
     Clip("mandelbrot-2s", "mandelbrot (natural-looking), keyframe every 2 s", 8, tuple(METHODS)),
 ]
 LONG = [
@@ -156,7 +164,25 @@ def _measure(method: str, path: str, num_frames: int, save: str | None) -> dict:
 
     indices: list[int] | None = None
     backend = "opencv"
-    if method == "baseline":
+    if method in FLOOR_METHODS:
+        import av  # noqa: F401
+
+        import vidchat.client._pyav as pyav_path
+        from vidchat.client._decode import DecodeRequest
+        from vidchat.client._plan import SamplingSpec
+
+        # The default plan's decoding and nothing after it: the conversion is replaced by a
+        # no-op (this child process only), and the frames are not encoded.
+        pyav_path.to_rgb_array = lambda frame, size: None
+        pyav_path.DECODER_THREADS = 2 if method == "floor-2threads" else 1
+        backend = "pyav"
+
+        def run() -> list[bytes]:
+            nonlocal indices
+            indices = pyav_path.decode(DecodeRequest(path, SamplingSpec(num_frames))).indices
+            return []
+
+    elif method == "baseline":
         import baselines  # noqa: F401 - the seed's sampler (bench/baselines.py)
         import cv2
 
@@ -245,7 +271,7 @@ class Row:
 def _run_child(method: str, path: Path, frames: int, save: Path | None = None) -> dict:
     env = dict(os.environ)
     env.pop("VIDCHAT_DECODERS", None)
-    if method == "ours-1dec":
+    if method == "ours-1dec" or method in FLOOR_METHODS:
         env["VIDCHAT_DECODERS"] = "1"
     cmd = [sys.executable, __file__, "--_measure", method, str(path), str(frames)]
     if save is not None:
@@ -293,11 +319,13 @@ def _measure_clips(clips: list[Clip], rounds: int, jpeg_dir: Path) -> dict[str, 
                       f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)  # fmt: skip
     report: dict[str, dict] = {}
     for clip in clips:
-        results = {m: rows[(clip.key, m)].summary() for m in clip.methods
-                   if rows[(clip.key, m)].runs}  # fmt: skip
+        measured = {m: rows[(clip.key, m)].summary() for m in clip.methods
+                    if rows[(clip.key, m)].runs}  # fmt: skip
         report[clip.key] = {"label": clip.label, "file": paths[clip.key].name,
                             "bytes": paths[clip.key].stat().st_size, "frames": clip.frames,
-                            "results": results}  # fmt: skip
+                            "results": {m: r for m, r in measured.items()
+                                        if m not in FLOOR_METHODS},
+                            "floor": {m: r for m, r in measured.items() if m in FLOOR_METHODS}}
     return report
 
 
@@ -319,7 +347,7 @@ def _add_fidelity(report: dict[str, dict], jpeg_dir: Path) -> None:
 def _ratios(report: dict[str, dict]) -> None:
     for clip in report.values():
         base = clip["results"].get("baseline")
-        for r in clip["results"].values():
+        for r in [*clip["results"].values(), *clip.get("floor", {}).values()]:
             if base:
                 r["speedup"] = base["wall_s"] / r["wall_s"]
                 r["memory_fraction"] = r["added_bytes"] / max(base["added_bytes"], 1)
@@ -367,7 +395,9 @@ def main() -> int:
     jpeg_dir = OUT / "sampling-jpegs"
     jpeg_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {"rounds": args.rounds, "long_rounds": args.long_rounds, "env": _machine(),
-                    "methods": METHODS, "measured_at": measured_at}  # fmt: skip
+                    "methods": METHODS, "floor_methods": FLOOR_METHODS,
+                    "speed_targets": SPEED_TARGETS, "memory_fraction": MEMORY_FRACTION,
+                    "measured_at": measured_at}  # fmt: skip
     report["short"] = _measure_clips(SHORT, args.rounds, jpeg_dir)
     _add_fidelity(report["short"], jpeg_dir)
     report["long"] = {} if args.no_long else _measure_clips(LONG, args.long_rounds, jpeg_dir)

@@ -8,8 +8,8 @@ and decoded one packet each.
 
 A keyframe depends on no other frame, so each one costs one seek and one intra-frame decode,
 whatever the keyframe interval: the cheapest frames a video has (bench/sampling_modes.py:
-~30x faster than the seed's sampler at a keyframe every 8 s, ~50x less CPU). Its real timestamp comes back
-with it.
+~30x faster than the seed's sampler at a keyframe every 8 s, ~50x less CPU). Its real
+timestamp comes back with it.
 """
 
 from __future__ import annotations
