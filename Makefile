@@ -34,7 +34,8 @@ bench: setup
 .PHONY: bench-sampling
 bench-sampling: setup
 	@status=0; $(PY) bench/sampling.py --check --write-docs || status=1; \
-	$(PY) bench/sampling_modes.py --check --write-docs || status=1; exit $$status
+	$(PY) bench/sampling_modes.py --check --write-docs || status=1; \
+	$(PY) bench/sampling_concurrency.py --write-docs || status=1; exit $$status
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache out

@@ -381,16 +381,11 @@ def doc_lines(report: dict) -> list[str]:
 
 def write_section(report: dict) -> Path:
     """Put the section into docs/sampling.md (replacing an earlier one), and its data."""
+    from sampling_report import write_section as write_page_section
+
     (DOCS / "data").mkdir(parents=True, exist_ok=True)
     (DOCS / "data" / "sampling-modes.json").write_text(json.dumps(report, indent=2))
-    page = DOCS / "sampling.md"
-    text = page.read_text() if page.exists() else "# Benchmark: frame sampling and encoding\n"
-    start = text.find("## Sampling modes")
-    if start >= 0:
-        after = re.search(r"^## (?!#)", text[start + 3:], flags=re.M)
-        text = text[:start] + (text[start + 3 + after.start():] if after else "")
-    page.write_text(text.rstrip("\n") + "\n\n" + "\n".join(doc_lines(report)))
-    return page
+    return write_page_section("## Sampling modes", doc_lines(report))
 
 
 def main() -> int:

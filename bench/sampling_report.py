@@ -4,6 +4,7 @@ from one run's report (bench/sampling.py)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 MiB = 2**20
 # Sections of docs/sampling.md written by other benchmarks, after this one's; kept on rewrite.
-KEPT_SECTIONS = ("## Sampling modes",)
+KEPT_SECTIONS = ("## Sampling modes", "## Calls at once")
 
 
 def _speed_rows(clips: dict) -> list[str]:
@@ -168,7 +169,8 @@ def write_docs(report: dict, chart: Path) -> Path:
         "skipped (NONREF). The wanted frames are cut into stretches of equal planned cost "
         "(`_plan.split_reads`) and **two decoders run at once**, in threads (decoding, "
         "swscale and PIL release the GIL), when the second takes over more than ~16 full-HD "
-        "frames of work. Only the wanted frames are converted.",
+        "frames of work and the call runs alone (calls decoding at once share the cores: one "
+        "decoder each, \"Calls at once\" below). Only the wanted frames are converted.",
         "- **Pixels** (`client/_resize.py`): exactly the reference's. The frame is converted "
         "to RGB at full resolution by swscale's plain conversion (what OpenCV and PyAV's "
         "`to_ndarray` give) and resized to 384x384 by PIL's bicubic filter (what the HF "
@@ -283,6 +285,20 @@ def write_docs(report: dict, chart: Path) -> Path:
     return path
 
 
+def write_section(heading: str, lines: list[str]) -> Path:
+    """Put one of the other benchmarks' sections (``heading`` and its ``lines``) at the end of
+    docs/sampling.md, in place of an earlier one."""
+    page = DOCS / "sampling.md"
+    text = page.read_text() if page.exists() else "# Benchmark: frame sampling and encoding\n"
+    start = text.find(f"\n{heading}\n")
+    if start >= 0:
+        after = re.search(r"^## (?!#)", text[start + len(heading) + 2:], flags=re.M)
+        end = start + len(heading) + 2 + after.start() if after else len(text)
+        text = text[:start + 1] + text[end:]
+    page.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines).rstrip("\n") + "\n")
+    return page
+
+
 def _kept_sections(page: str) -> str:
     """The sections other benchmarks write into the page (bench/sampling_modes.py's), kept
     as they are: from the first of their headings to the end."""
@@ -328,7 +344,8 @@ def _decoders_section(short: dict, ours: dict, one: dict) -> list[str]:
         "",
         "Two decoders use both cores; each holds its own pictures. In this run: "
         + "; ".join(cells) + ". `VIDCHAT_DECODERS=1` keeps one decoder (the memory-first "
-        "choice). On a loaded machine the second core is often not free, and the two-decoder "
+        "choice); calls decoding at once run one each by themselves. On a loaded machine "
+        "the second core is often not free, and the two-decoder "
         "rows gain less than on a quiet one (compare their CPU time with their wall time).",
         "",
     ]

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +27,7 @@ from vidchat.client._plan import SamplingSpec
 from vidchat.errors import SamplingArgumentError, VideoDecodeError, VideoError
 
 __all__ = ["AUTO_BACKENDS", "BACKENDS", "BACKEND_ENV", "DECODERS_ENV", "DecodeRequest",
-           "DecodeResult", "check_backend", "decode", "parallel_decoders"]
+           "DecodeResult", "check_backend", "decode", "decoding_share", "parallel_decoders"]
 
 BACKENDS = ("decord", "pyav")
 # backend=None takes the first that is installed. PyAV comes first, against the design card's
@@ -43,10 +46,11 @@ BACKEND_ENV = "VIDCHAT_VIDEO_BACKEND"
 DECODER_THREADS = 1
 # PyAV decoders running at once on disjoint stretches of the video (`_plan.split_reads`), in
 # threads of the decoding process: both cores of a 2-core machine. Each holds its own picture
-# pool (~26 MB at 1080p H.264), so more than 2 buys speed only with memory. VIDCHAT_DECODERS=1
-# keeps one decoder (the memory-first choice: docs/sampling.md measures both).
-PARALLEL_DECODERS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                   else os.cpu_count() or 1))
+# pool (~26 MB at 1080p H.264), so more than 2 buys speed only with memory. Calls decoding at
+# once share the cores (`decoding_share`). VIDCHAT_DECODERS=N fixes the count; 1 is the
+# memory-first choice (docs/sampling.md measures both, and the sharing).
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+PARALLEL_DECODERS = max(1, min(2, CORES))
 DECODERS_ENV = "VIDCHAT_DECODERS"
 MAX_DECODERS = 16
 # A second decoder pays for opening its own container (a probe that decodes a frame, ~5 ms at
@@ -60,6 +64,9 @@ class DecodeRequest:
     spec: SamplingSpec = field(default_factory=SamplingSpec)
     backend: str | None = None
     """"decord", "pyav", or None for the first of `AUTO_BACKENDS` that is installed."""
+    decoders: int | None = None
+    """How many PyAV decoders this call may run at once: its share of the cores while other
+    calls decode too (`decoding_share`); None: `PARALLEL_DECODERS`. VIDCHAT_DECODERS wins."""
 
 
 @dataclass
@@ -86,11 +93,34 @@ def check_backend(backend: object) -> None:
         )
 
 
-def parallel_decoders() -> int:
-    """How many decoders one call may run at once: VIDCHAT_DECODERS, else `PARALLEL_DECODERS`."""
+# Calls of this process decoding now (sample_frames in threads, async tasks, batch jobs).
+_decoding = 0
+_decoding_lock = threading.Lock()
+
+
+@contextmanager
+def decoding_share() -> Iterator[int]:
+    """Count one call among those decoding now; yield how many decoders it may run: the
+    cores shared among the calls, at least one, at most `PARALLEL_DECODERS`. Under
+    concurrency every core is busy with some call already: a second decoder per call would
+    only compete for them, and hold its own pictures (~25 MB at 1080p)."""
+    global _decoding
+    with _decoding_lock:
+        _decoding += 1
+        share = max(1, min(PARALLEL_DECODERS, CORES // _decoding))
+    try:
+        yield share
+    finally:
+        with _decoding_lock:
+            _decoding -= 1
+
+
+def parallel_decoders(share: int | None = None) -> int:
+    """How many decoders one call may run at once: VIDCHAT_DECODERS, else ``share`` (the
+    call's `decoding_share`), else `PARALLEL_DECODERS`."""
     chosen = os.environ.get(DECODERS_ENV)
     if not chosen:
-        return PARALLEL_DECODERS
+        return PARALLEL_DECODERS if share is None else share
     if not chosen.isdigit() or not 1 <= int(chosen) <= MAX_DECODERS:
         raise SamplingArgumentError(
             f"{DECODERS_ENV}={chosen!r} is not a decoder count: use a whole number from 1 to "

@@ -169,7 +169,8 @@ def _decode_frames(
         plan = plan_samples(index.times, index.duration, request.spec)
         wanted = sorted(set(plan.indices))
         reads = plan_reads(wanted, index.keyframes)
-        stretches = _stretches(reads, stream.codec_context.width * stream.codec_context.height)
+        pixels = stream.codec_context.width * stream.codec_context.height
+        stretches = _stretches(reads, pixels, parallel_decoders(request.decoders))
         jobs = [([wanted[i] for i in s], [reads.seeks[i] for i in s]) for s in stretches]
         try:
             if len(jobs) == 1:
@@ -199,11 +200,10 @@ def _open(path: str) -> Any:
         ) from e
 
 
-def _stretches(reads: ReadPlan, pixels_per_frame: int) -> list[range]:
-    """The wanted frames cut into stretches for decoders running at once (one when a second
-    decoder would take over too little work to pay for opening it)."""
+def _stretches(reads: ReadPlan, pixels_per_frame: int, parts: int) -> list[range]:
+    """The wanted frames cut into at most ``parts`` stretches for decoders running at once
+    (one when a second decoder would take over too little work to pay for opening it)."""
     everything = [range(len(reads.seeks))]
-    parts = parallel_decoders()
     if parts < 2:
         return everything
     stretches = split_reads(reads, parts)

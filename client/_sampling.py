@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from vidchat.client._decode import DecodeRequest, check_backend, decode
+from vidchat.client._decode import DecodeRequest, check_backend, decode, decoding_share
 from vidchat.client._plan import SamplingSpec
 from vidchat.client._remote import FetchLimits
 from vidchat.client._source import resolve_source
@@ -93,8 +93,8 @@ def sample_frames(
     try:
         spec = SamplingSpec(num_frames, fps, start, end, size, mode)
         check_backend(backend)
-        with resolve_source(source, fetch_limits) as path:
-            request = DecodeRequest(path, spec, backend)
+        with resolve_source(source, fetch_limits) as path, decoding_share() as decoders:
+            request = DecodeRequest(path, spec, backend, decoders)
             if isolate:
                 from vidchat.client._decode_worker import run_isolated
 

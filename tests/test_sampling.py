@@ -12,6 +12,7 @@ import importlib.util
 import io
 import os
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -28,8 +29,8 @@ from _clips import (
 )
 from PIL import Image
 
-from vidchat.client import _decode_worker, _pyav, encode_video
-from vidchat.client._decode import DecodeRequest, decode, parallel_decoders
+from vidchat.client import _decode, _decode_worker, _pyav, _sampling, encode_video
+from vidchat.client._decode import DecodeRequest, decode, decoding_share, parallel_decoders
 from vidchat.client._encoding import encode_frames, encode_jpeg, frame_uuid, to_data_url
 from vidchat.client._plan import SamplingSpec, frame_at, plan_reads, sample_times, split_reads
 from vidchat.client._plan import plan_samples as _plan_samples
@@ -184,6 +185,54 @@ def test_decoder_count_comes_from_the_environment(monkeypatch):
         monkeypatch.setenv("VIDCHAT_DECODERS", bad)
         with pytest.raises(SamplingArgumentError, match=f"VIDCHAT_DECODERS='{bad}'.*1 to"):
             parallel_decoders()
+
+
+def test_calls_decoding_at_once_share_the_cores(monkeypatch):
+    monkeypatch.delenv("VIDCHAT_DECODERS", raising=False)
+    monkeypatch.setattr(_decode, "PARALLEL_DECODERS", 2)
+    monkeypatch.setattr(_decode, "CORES", 2)
+    with decoding_share() as first, decoding_share() as second, decoding_share() as third:
+        assert (first, second, third) == (2, 1, 1)
+    with pytest.raises(RuntimeError), decoding_share():
+        raise RuntimeError("a failed decode is counted out too")
+    with decoding_share() as alone:
+        assert alone == 2
+    monkeypatch.setattr(_decode, "CORES", 4)
+    with decoding_share() as first, decoding_share() as second, decoding_share() as third:
+        assert (first, second, third) == (2, 2, 1)
+    assert parallel_decoders(1) == 1 and parallel_decoders() == 2
+    monkeypatch.setenv("VIDCHAT_DECODERS", "2")  # the caller's explicit count wins
+    assert parallel_decoders(1) == 2
+
+
+@needs_ffmpeg
+def test_concurrent_sample_frames_calls_run_one_decoder_each(clips, monkeypatch):
+    monkeypatch.delenv("VIDCHAT_DECODERS", raising=False)
+    monkeypatch.setattr(_decode, "PARALLEL_DECODERS", 2)
+    monkeypatch.setattr(_decode, "CORES", 2)
+    monkeypatch.setattr(_pyav, "PARALLEL_MIN_PIXELS", 0)  # tiny frames: split when allowed
+    both_in = threading.Barrier(2, timeout=30)
+    used: list[int] = []
+    real_decode = _sampling.decode
+
+    def decode_when_both_are_in(request):
+        both_in.wait()  # each call took its share before it got here: both counted
+        result = real_decode(request)
+        used.append(result.stats["decoders"])
+        return result
+
+    monkeypatch.setattr(_sampling, "decode", decode_when_both_are_in)
+    path = str(clips("short_gop"))
+    threads = [threading.Thread(target=sample_frames, args=(path, 3), kwargs={"isolate": False})
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # The first call in took both cores' worth; the second, counted while it ran, one.
+    assert sorted(used) == [1, 2]
+    alone = real_decode(DecodeRequest(path, SamplingSpec(3), decoders=1))
+    assert alone.stats["decoders"] == 1
 
 
 # ------------------------------------------------------------------------ pixels and JPEG
