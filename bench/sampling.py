@@ -163,6 +163,7 @@ def _measure(method: str, path: str, num_frames: int, save: str | None) -> dict:
     from vidchat.client import encode_video, sample_frames, shutdown_decode_workers
 
     indices: list[int] | None = None
+    stats: dict | None = None  # the floors': decoders, seeks, packets decoded
     backend = "opencv"
     if method in FLOOR_METHODS:
         import av  # noqa: F401
@@ -178,8 +179,9 @@ def _measure(method: str, path: str, num_frames: int, save: str | None) -> dict:
         backend = "pyav"
 
         def run() -> list[bytes]:
-            nonlocal indices
-            indices = pyav_path.decode(DecodeRequest(path, SamplingSpec(num_frames))).indices
+            nonlocal indices, stats
+            done = pyav_path.decode(DecodeRequest(path, SamplingSpec(num_frames)))
+            indices, stats = done.indices, done.stats
             return []
 
     elif method == "baseline":
@@ -228,6 +230,8 @@ def _measure(method: str, path: str, num_frames: int, save: str | None) -> dict:
         "backend": backend,
         "indices": indices,
     }
+    if stats is not None:
+        result["decode_stats"] = stats
     if method.startswith("ours-worker"):
         shutdown_decode_workers()  # the worker exits: its peak shows in RUSAGE_CHILDREN
         result["worker_peak_bytes"] = _peak_bytes(resource.RUSAGE_CHILDREN)
@@ -268,18 +272,24 @@ class Row:
         return out
 
 
-def _run_child(method: str, path: Path, frames: int, save: Path | None = None) -> dict:
+def run_child(script: str, args: list[str], what: str, decoders: str | None = None) -> dict:
+    """``script --_measure *args`` in a fresh Python process (VIDCHAT_DECODERS set to
+    ``decoders``, or unset); its last line of output, as JSON."""
     env = dict(os.environ)
     env.pop("VIDCHAT_DECODERS", None)
-    if method == "ours-1dec" or method in FLOOR_METHODS:
-        env["VIDCHAT_DECODERS"] = "1"
-    cmd = [sys.executable, __file__, "--_measure", method, str(path), str(frames)]
-    if save is not None:
-        cmd.append(str(save))
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if decoders:
+        env["VIDCHAT_DECODERS"] = decoders
+    done = subprocess.run([sys.executable, script, "--_measure", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env)  # fmt: skip
     if done.returncode != 0:
-        raise SystemExit(f"{method} on {path.name} failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"{what} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_child(method: str, path: Path, frames: int, save: Path | None = None) -> dict:
+    one = method == "ours-1dec" or method in FLOOR_METHODS
+    args = [method, str(path), str(frames), *([str(save)] if save is not None else [])]
+    return run_child(__file__, args, f"{method} on {path.name}", "1" if one else None)
 
 
 def _machine() -> dict:

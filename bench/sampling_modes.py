@@ -174,11 +174,10 @@ def _scenes_shown(timestamps: list[float]) -> int:
 
 
 def _run_child(method: str, path: Path) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--_measure", method, str(path)],
-                          capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"{method} on {path.name} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from sampling import run_child
+
+    # VIDCHAT_DECODERS from the caller's environment is kept out, as in bench/sampling.py.
+    return run_child(__file__, [method, str(path)], f"{method} on {path.name}")
 
 
 def _median_run(method: str, path: Path, runs: int) -> dict:

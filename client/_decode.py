@@ -1,11 +1,13 @@
 """Decoding: one picklable request in, RGB arrays out, by the backend that suits the file.
 
-    DecodeRequest(path, spec, backend) ──► decode ──► _pyav.decode   (default)
-                                                 ├─► _decord.decode (backend="decord";
-                                                 │   files it cannot index go to PyAV)
-                                                 ├─► _keyframes.decode (mode="keyframes")
-                                                 └─► _scenes.decode (mode="scenes": finds
-                                                     the scenes, then decodes as above)
+    DecodeRequest(path, spec, backend, decoders) ──► decode ──► _pyav.decode   (default)
+                                                           ├─► _decord.decode (backend="decord";
+                                                           │   files it cannot index go to PyAV)
+                                                           ├─► _keyframes.decode
+                                                           │   (mode="keyframes")
+                                                           └─► _scenes.decode (mode="scenes":
+                                                               finds the scenes, then decodes
+                                                               as above)
 
 `decode` is top-level and its request picklable, so `_decode_worker` can run it in a child
 process that a decoder hang or crash cannot take down with the caller.
@@ -14,6 +16,7 @@ process that a decoder hang or crash cannot take down with the caller.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -33,7 +36,7 @@ BACKENDS = ("decord", "pyav")
 # backend=None takes the first that is installed. PyAV comes first, against the design card's
 # "decord first", because measurement says so (bench/sampling.py, docs/sampling.md: 1080p
 # H.264, 20 s, 8 frames, same run): for the same frames and the same pixels decord takes
-# 1.8-3x the PyAV path's time and ~2x its CPU (it decodes every frame from the keyframe on,
+# 2.5-3.4x the PyAV path's time and ~2x its CPU (it decodes every frame from the keyframe on,
 # on one decoder, and hands over whole full-size frames), and more memory; it also
 # mis-indexes MP4 edit lists and refuses WebM/MKV without a duration. decord stays available:
 # backend="decord" or VIDCHAT_VIDEO_BACKEND=decord.
@@ -49,7 +52,24 @@ DECODER_THREADS = 1
 # pool (~26 MB at 1080p H.264), so more than 2 buys speed only with memory. Calls decoding at
 # once share the cores (`decoding_share`). VIDCHAT_DECODERS=N fixes the count; 1 is the
 # memory-first choice (docs/sampling.md measures both, and the sharing).
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota
+    (a container started with --cpus=2 on a big host has every core in its affinity)."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)  # fmt: skip
+    try:
+        with open(cpu_max) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return cores
+
+
+CORES = usable_cores()
 PARALLEL_DECODERS = max(1, min(2, CORES))
 DECODERS_ENV = "VIDCHAT_DECODERS"
 MAX_DECODERS = 16
@@ -100,10 +120,11 @@ _decoding_lock = threading.Lock()
 
 @contextmanager
 def decoding_share() -> Iterator[int]:
-    """Count one call among those decoding now; yield how many decoders it may run: the
-    cores shared among the calls, at least one, at most `PARALLEL_DECODERS`. Under
-    concurrency every core is busy with some call already: a second decoder per call would
-    only compete for them, and hold its own pictures (~25 MB at 1080p)."""
+    """Count one call among those decoding now in this process; yield how many decoders it
+    may run: the cores divided among the calls, at least one, at most `PARALLEL_DECODERS`
+    (fixed for the call). Under concurrency every core is busy with some call already: a
+    second decoder per call would only compete for them, and hold its own pictures (~26 MB
+    at 1080p)."""
     global _decoding
     with _decoding_lock:
         _decoding += 1
@@ -113,6 +134,16 @@ def decoding_share() -> Iterator[int]:
     finally:
         with _decoding_lock:
             _decoding -= 1
+
+
+def _forget_decodes_in_child() -> None:
+    # A process forked while calls decode here must not count them (nor inherit a held lock).
+    global _decoding, _decoding_lock
+    _decoding, _decoding_lock = 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_decodes_in_child)
 
 
 def parallel_decoders(share: int | None = None) -> int:

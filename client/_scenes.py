@@ -15,7 +15,7 @@ score (bench/sampling_modes.py; docs/sampling.md, "Sampling modes"): on a 1080p 
 scenes it found all 7 cuts (PySceneDetect 7, ffmpeg at 0.3 found 6), none of them reported a
 cut in moving test patterns, and it took the least CPU time of the three, end to end against
 their detection alone: it skips the non-reference frames and converts no picture. Its cost is
-one decode of the window's reference frames, about 2.1-2.6x uniform sampling's CPU time on
+one decode of the window's reference frames, about 2.1-2.3x uniform sampling's CPU time on
 20 s 1080p clips.
 """
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -205,8 +206,18 @@ def test_calls_decoding_at_once_share_the_cores(monkeypatch):
     assert parallel_decoders(1) == 2
 
 
+def test_cores_are_the_affinity_capped_by_a_cgroup_quota(tmp_path):
+    affinity = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    for quota, cores in (("max 100000", affinity), ("50000 100000", 1),
+                         ("150000 100000", min(affinity, 2)), ("not a quota", affinity)):
+        cpu_max.write_text(quota + "\n")
+        assert _decode.usable_cores(str(cpu_max)) == cores
+    assert _decode.usable_cores(str(tmp_path / "missing")) == affinity
+
+
 @needs_ffmpeg
-def test_concurrent_sample_frames_calls_run_one_decoder_each(clips, monkeypatch):
+def test_a_call_started_while_another_decodes_runs_one_decoder(clips, monkeypatch):
     monkeypatch.delenv("VIDCHAT_DECODERS", raising=False)
     monkeypatch.setattr(_decode, "PARALLEL_DECODERS", 2)
     monkeypatch.setattr(_decode, "CORES", 2)
@@ -223,16 +234,12 @@ def test_concurrent_sample_frames_calls_run_one_decoder_each(clips, monkeypatch)
 
     monkeypatch.setattr(_sampling, "decode", decode_when_both_are_in)
     path = str(clips("short_gop"))
-    threads = [threading.Thread(target=sample_frames, args=(path, 3), kwargs={"isolate": False})
-               for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    # The first call in took both cores' worth; the second, counted while it ran, one.
+    with ThreadPoolExecutor(2) as pool:
+        calls = [pool.submit(sample_frames, path, 3, backend="pyav", isolate=False)
+                 for _ in range(2)]
+        assert [len(c.result(timeout=60)) for c in calls] == [3, 3]
+    # The first call in had both cores to itself; the second, counted while it ran, one.
     assert sorted(used) == [1, 2]
-    alone = real_decode(DecodeRequest(path, SamplingSpec(3), decoders=1))
-    assert alone.stats["decoders"] == 1
 
 
 # ------------------------------------------------------------------------ pixels and JPEG
