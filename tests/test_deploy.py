@@ -582,7 +582,10 @@ def successes(dep: Deployment) -> list[float]:
 @pytest.mark.engine
 def test_replicas_one_video_one_replica_and_videos_spread(deployment: Deployment):
     used = set()
-    for video in range(6):
+    # The router hashes the session onto the workers' URLs, whose ports change from run to
+    # run: six given videos all land on one replica in 1 run of 32 (seen once). So at least
+    # six videos, and more until both replicas have one: 16 all on one replica is 1 in 32768.
+    for video in range(16):
         before = successes(deployment)
         for _ in range(3):
             status, text = ask(deployment, f"video-{video}", video)
@@ -590,7 +593,9 @@ def test_replicas_one_video_one_replica_and_videos_spread(deployment: Deployment
         delta = [b - a for a, b in zip(before, successes(deployment), strict=True)]
         assert sorted(delta) == [0, 3], f"video-{video} was split across replicas: {delta}"
         used.add(delta.index(3))
-    assert used == {0, 1}, "six videos all landed on one replica"
+        if video >= 5 and used == {0, 1}:
+            break
+    assert used == {0, 1}, f"{video + 1} videos all landed on one replica"
 
 
 @pytest.mark.engine
