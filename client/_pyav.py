@@ -103,29 +103,30 @@ def _index(container: Any, stream: Any, path: str) -> _Index:
             f"{len(pts_all) + untimed}; copy or download it again.",
             source=path,
         )
-    shown = array("q", sorted({t for t, f in zip(pts_all, flags, strict=True) if not f & 2}))
-    if not shown:
+    # numpy from here: an hour of 30 fps video is 108,000 packets, and a Python loop over
+    # them took ~2 s of a ~9 s call (measured); these are a few vector passes.
+    pts = np.frombuffer(pts_all, dtype=np.int64)
+    is_shown = (np.frombuffer(flags, dtype=np.uint8) & 2) == 0
+    shown_np = np.unique(pts[is_shown])  # sorted
+    if not len(shown_np):
         raise VideoDecodeError(f"{path} shows no frames; re-encode it.", source=path)
+    shown = array("q")
+    shown.frombytes(shown_np.astype(np.int64).tobytes())
 
     # GOPs in decode order: a keyframe and the packets up to the next one (packets before the
     # first keyframe form a GOP of their own). A GOP starts, in display order, at its
     # earliest shown frame; reaching it means seeking to its keyframe. Seek by the keyframe's
     # pts: the mp4 demuxer, asked for its dts, can land a GOP early (measured).
+    starts = np.union1d([0], np.flatnonzero(np.frombuffer(flags, dtype=np.uint8) & 1))
+    rank = np.where(is_shown, np.searchsorted(shown_np, pts), len(shown))
     seek_ts: dict[int, int] = {}
-    gop_key, gop_first = pts_all[0], len(shown)
-    for t, f in zip(pts_all, flags, strict=True):
-        if f & 1:
-            if gop_first < len(shown):
-                seek_ts.setdefault(gop_first, gop_key)
-            gop_key, gop_first = t, len(shown)
-        if not f & 2:
-            gop_first = min(gop_first, bisect.bisect_left(shown, t))
-    if gop_first < len(shown):
-        seek_ts.setdefault(gop_first, gop_key)
+    for start, first in zip(starts.tolist(), np.minimum.reduceat(rank, starts).tolist(),
+                            strict=True):
+        if first < len(shown):
+            seek_ts.setdefault(first, pts_all[start])
 
     times = _Times(shown, stream.time_base)
-    last = max(i for i, (t, f) in enumerate(zip(pts_all, flags, strict=True))
-               if t == shown[-1] and not f & 2)  # fmt: skip
+    last = int(np.flatnonzero(is_shown & (pts == shown[-1]))[-1])
     last_dur = float(durations[last] * stream.time_base)
     if not last_dur and stream.average_rate:
         last_dur = 1.0 / float(stream.average_rate)
