@@ -351,6 +351,12 @@ def _decoders_section(short: dict, ours: dict, one: dict) -> list[str]:
     ]
 
 
+def _span(values: list[float]) -> str:
+    """Byte counts as "a-b" MiB, or "a" when they round alike."""
+    low, high = f"{min(values) / MiB:.0f}", f"{max(values) / MiB:.0f}"
+    return low if low == high else f"{low}-{high}"
+
+
 def _floor_rows(report: dict) -> list[str]:
     """Whether any path could meet the speed and the memory targets at once: the time the
     speed target allows and the memory budget, beside what decoding alone costs."""
@@ -406,16 +412,29 @@ def _floor_rows(report: dict) -> list[str]:
         "other. Decoding on both cores costs pictures: two frame threads on one decoder (they "
         "share its reference pictures: the cheapest way) are over the memory budget before a "
         "frame is converted, and a second decoder (the default) adds "
-        f"{min(second) / MiB:.0f}-{max(second) / MiB:.0f} MiB (its five 1080p pictures of "
+        f"{_span(second)} MiB (its five 1080p pictures of "
         "~4.2 MiB with their motion tables, x264's four references and the one being decoded; "
         "its own container; its resize band). Converting and encoding add "
-        f"{min(convert) / MiB:.0f}-{max(convert) / MiB:.0f} MiB to decoding alone (the 384x384 "
+        f"{_span(convert)} MiB to decoding alone (the 384x384 "
         "frames, a resize band, the JPEG encoder). So on 2 cores, against a seed that itself "
         f"decodes on both (its CPU time is {seed['cpu_s'] / seed['wall_s']:.1f}x its wall "
         "time), no path meets both targets. The default takes the speed and the fidelity: "
         f"{speed}. `VIDCHAT_DECODERS=1` is the memory-first choice. Before issue 12 one "
         "decoder used 0.23 of the seed's memory, with swscale's cheaper but lossy resize.")
     return [*rows, ""]
+
+
+def _cpu_note(runs: dict) -> str:
+    """When two decoders spent more CPU than one for the same frames: the cores slowed each
+    other (shared caches, or two vCPUs on one physical core), and the speed moves with it."""
+    if not {"ours", "ours-1dec"} <= runs.keys() or runs["ours"]["cpu_s"] is None:
+        return ""
+    two, one = runs["ours"]["cpu_s"], runs["ours-1dec"]["cpu_s"]
+    if two <= one * 1.1:
+        return ""
+    return (f" and runs at full speed (in this run two decoders spent {two:.1f} s of CPU where "
+            f"one spent {one:.1f} s for the same frames: the two cores slowed each other, as "
+            "shared caches or two virtual CPUs on one physical core do)")
 
 
 def _misses(report: dict) -> list[str]:
@@ -434,6 +453,6 @@ def _misses(report: dict) -> list[str]:
             "~4,000 for 32 frames, whatever the decoder does (frames nothing refers to are "
             "already skipped). That is ~11% of the frames the seed decodes, and the seed "
             "spends about half its time converting every frame to a PIL image: this run got "
-            f"{got}; a second decoder helps only when a second core is free. With keyframes "
-            "every 2 s the same 32 frames cost ~1,000 packets.")
+            f"{got}; a second decoder helps only when a second core is free{_cpu_note(runs)}. "
+            "With keyframes every 2 s the same 32 frames cost ~1,000 packets.")
     return [*out, ""] if out else []
