@@ -28,6 +28,7 @@ import threading
 import time
 from typing import IO, Any
 
+from vidchat.client._decode import CORES
 from vidchat.errors import VidchatError, VideoDecodeError
 
 __all__ = ["DECODE_TIMEOUT_S", "MAX_WORKERS", "prestart", "run_isolated", "shutdown"]
@@ -35,8 +36,9 @@ __all__ = ["DECODE_TIMEOUT_S", "MAX_WORKERS", "prestart", "run_isolated", "shutd
 # One call: index the file, decode the frames. Generous: a long file on a slow disk, long
 # GOPs at 4K; a hang is what it guards against, not a slow decode.
 DECODE_TIMEOUT_S = 120.0
-# Decodes in parallel (each worker is a process holding a decoder: ~50-100 MB at 1080p).
-MAX_WORKERS = max(1, min(4, os.cpu_count() or 1))
+# Decodes in parallel (each worker is a process holding a decoder: ~50-100 MB at 1080p), one
+# per core the process may use (the same count `decoding_share` divides among the calls).
+MAX_WORKERS = max(1, min(4, CORES))
 # A worker being shut down gets this long to exit on its own before it is killed.
 EXIT_GRACE_S = 2.0
 # An idle worker exits after this long, giving back its memory (its decoder's high-water

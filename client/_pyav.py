@@ -106,18 +106,19 @@ def _index(container: Any, stream: Any, path: str) -> _Index:
     # numpy from here: an hour of 30 fps video is 108,000 packets, and a Python loop over
     # them took ~2 s of a ~9 s call (measured); these are a few vector passes.
     pts = np.frombuffer(pts_all, dtype=np.int64)
-    is_shown = (np.frombuffer(flags, dtype=np.uint8) & 2) == 0
-    shown_np = np.unique(pts[is_shown])  # sorted
+    packet_flags = np.frombuffer(flags, dtype=np.uint8)
+    is_shown = (packet_flags & 2) == 0
+    shown_np = np.unique(pts[is_shown])  # sorted, int64
     if not len(shown_np):
         raise VideoDecodeError(f"{path} shows no frames; re-encode it.", source=path)
     shown = array("q")
-    shown.frombytes(shown_np.astype(np.int64).tobytes())
+    shown.frombytes(shown_np.tobytes())
 
     # GOPs in decode order: a keyframe and the packets up to the next one (packets before the
     # first keyframe form a GOP of their own). A GOP starts, in display order, at its
     # earliest shown frame; reaching it means seeking to its keyframe. Seek by the keyframe's
     # pts: the mp4 demuxer, asked for its dts, can land a GOP early (measured).
-    starts = np.union1d([0], np.flatnonzero(np.frombuffer(flags, dtype=np.uint8) & 1))
+    starts = np.union1d([0], np.flatnonzero(packet_flags & 1))
     rank = np.where(is_shown, np.searchsorted(shown_np, pts), len(shown))
     seek_ts: dict[int, int] = {}
     for start, first in zip(starts.tolist(), np.minimum.reduceat(rank, starts).tolist(),
