@@ -87,35 +87,30 @@ def _run(config: str, path: Path, calls: int, concurrency: int) -> dict:
 
 
 def run(rounds: int, calls: int, concurrency: int) -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
     from sampling import clip_path
 
     path = clip_path("testsrc2-2s")
-    scenarios = {"at once": (calls, concurrency)}
-    runs: dict[str, dict[str, list[dict]]] = {s: {c: [] for c in CONFIGS} for s in scenarios}
+    runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
     for r in range(rounds):
-        for scenario, (n, conc) in scenarios.items():
-            for config in CONFIGS:
-                result = _run(config, path, n, conc)
-                runs[scenario][config].append(result)
-                print(f"  round {r + 1}/{rounds} {scenario:<11} {config:<6} "
-                      f"{result['wall_s']:6.2f} s  workers {result['worker_peaks_mib']} MiB  "
-                      f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)  # fmt: skip
-    report: dict = {"clip": path.name, "rounds": rounds, "cpus": os.cpu_count(),
-                    "measured_at": time.strftime("%Y-%m-%d %H:%M"), "scenarios": {}}  # fmt: skip
-    for scenario, (n, conc) in scenarios.items():
-        rows = {}
-        for config, results in runs[scenario].items():
-            wall = statistics.median(r["wall_s"] for r in results)
-            rows[config] = {
-                "wall_s": wall,
-                "wall_s_all": [r["wall_s"] for r in results],
-                "calls_per_s": n / wall,
-                "workers_mib": statistics.median(sum(r["worker_peaks_mib"]) for r in results),
-                "worker_peaks_mib": results[0]["worker_peaks_mib"],
-            }
-        report["scenarios"][scenario] = {"calls": n, "concurrency": conc, "results": rows}
-    return report
+        for config in CONFIGS:
+            result = _run(config, path, calls, concurrency)
+            runs[config].append(result)
+            print(f"  round {r + 1}/{rounds} {config:<6} {result['wall_s']:6.2f} s  "
+                  f"workers {result['worker_peaks_mib']} MiB  load {os.getloadavg()[0]:.1f}",
+                  file=sys.stderr)  # fmt: skip
+    results = {}
+    for config, got in runs.items():
+        wall = statistics.median(r["wall_s"] for r in got)
+        results[config] = {
+            "wall_s": wall,
+            "wall_s_all": [r["wall_s"] for r in got],
+            "calls_per_s": calls / wall,
+            "workers_mib": statistics.median(sum(r["worker_peaks_mib"]) for r in got),
+            "worker_peaks_mib": got[0]["worker_peaks_mib"],
+        }
+    return {"clip": path.name, "rounds": rounds, "cpus": os.cpu_count(),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M"), "calls": calls,
+            "concurrency": concurrency, "results": results}  # fmt: skip
 
 
 def doc_lines(report: dict) -> list[str]:
@@ -135,15 +130,14 @@ def doc_lines(report: dict) -> list[str]:
         "summed |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for scenario in report["scenarios"].values():
-        for config, r in scenario["results"].items():
-            every = " ".join(f"{w:.2f}" for w in r["wall_s_all"])
-            lines.append(f"| {scenario['calls']} | {scenario['concurrency']} | {config} | "
-                         f"{r['wall_s']:.2f} ({every}) | {r['calls_per_s']:.2f} | "
-                         f"{r['workers_mib']:.0f} MiB |")
-    busy = report["scenarios"]["at once"]["results"]
-    shared, fixed = busy["shared"], busy["fixed"]
-    spread = max(max(r["wall_s_all"]) / min(r["wall_s_all"]) - 1 for r in busy.values())
+    for config, r in report["results"].items():
+        every = " ".join(f"{w:.2f}" for w in r["wall_s_all"])
+        lines.append(f"| {report['calls']} | {report['concurrency']} | {config} | "
+                     f"{r['wall_s']:.2f} ({every}) | {r['calls_per_s']:.2f} | "
+                     f"{r['workers_mib']:.0f} MiB |")
+    shared, fixed = report["results"]["shared"], report["results"]["fixed"]
+    spread = max(max(r["wall_s_all"]) / min(r["wall_s_all"]) - 1
+                 for r in report["results"].values())
     lines += [
         "",
         f"With calls at once, sharing the cores gave {shared['calls_per_s']:.2f} calls/s "
